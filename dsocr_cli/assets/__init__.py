@@ -1,0 +1,1 @@
+"""Bundled data: the released config.json and tokenizer."""

@@ -1,0 +1,185 @@
+"""Find, check and load a checkpoint in the official DeepSeek-OCR layout.
+
+A checkpoint is a folder with config.json, tokenizer.json and safetensors weights (one file or
+shards listed by model.safetensors.index.json), or a Hugging Face repo id fetched into the hub
+cache (config, tokenizer and safetensors only: never Python code). Weights are read tensor by
+tensor into a model built on the meta device, so it is never materialised twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .errors import DsocrError
+from .model.config import ConfigError, ModelConfig
+from .model.ocr import DeepseekOCR
+from .tokenizer import Tokenizer
+
+DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "processor_config.json", "model.safetensors.index.json", "*.safetensors"]
+HINT = "set DSOCR_MODEL or pass --model PATH to a folder in the official layout"
+
+
+class CheckpointError(DsocrError):
+    """A checkpoint problem, worded for the user (one line, with what to do)."""
+
+
+def resolve(model: str | None = None) -> Path:
+    """--model / $DSOCR_MODEL / the default repo id -> a local folder (downloading if needed)."""
+    name = model_name(model)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    _check_repo_id(name)
+    return _download(name)
+
+
+def model_name(model: str | None) -> str:
+    return model or os.environ.get("DSOCR_MODEL") or DEFAULT_MODEL
+
+
+def _check_repo_id(name: str) -> None:
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise CheckpointError(f"model folder not found: {name} ({HINT})")
+
+
+def official_config() -> dict:
+    """The released config.json, shipped with dsocr (byte-identical to the hub's)."""
+    return json.loads((files("dsocr_cli.assets") / "config.json").read_text(encoding="utf-8"))
+
+
+def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
+    """The model's config without fetching its weights: (config, where it came from)."""
+    name = model_name(model)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return read_config(path), name
+    if name == DEFAULT_MODEL:
+        return ModelConfig.from_dict(official_config()), f"{name} (bundled config.json)"
+    _check_repo_id(name)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return read_config(Path(hf_hub_download(name, "config.json")).parent), name
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"could not fetch {name}/config.json ({type(exc).__name__}); {HINT}") from None
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as exc:  # network, auth, offline cache miss: all end the same way for the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); {HINT}") from None
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no config.json ({HINT})")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def load_tokenizer(folder: Path) -> Tokenizer:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no tokenizer.json ({HINT})")
+    return Tokenizer.from_file(path)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one checkpoint tensor goes: our parameter `param`, at `index` within it."""
+    param: str
+    index: tuple
+
+
+def checkpoint_layout(model: torch.nn.Module) -> dict[str, Slot]:
+    """Official key -> slot in our model. Modules that fuse weights declare it in checkpoint_parts()."""
+    layout = {}
+    claimed = set()
+    for prefix, module in model.named_modules():
+        parts = module.checkpoint_parts() if hasattr(module, "checkpoint_parts") else {}
+        for local, sources in parts.items():
+            param = f"{prefix}.{local}"
+            claimed.add(param)
+            for suffix, index in sources:
+                layout[f"{prefix}.{suffix}"] = Slot(param, index)
+    for name, _ in model.named_parameters():
+        if name not in claimed:
+            layout[name] = Slot(name, ())
+    return layout
+
+
+def official_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Official key -> tensor shape implied by the model (works on the meta device)."""
+    params = dict(model.named_parameters())
+    return {key: tuple(params[slot.param][slot.index].shape) for key, slot in checkpoint_layout(model).items()}
+
+
+def weight_files(folder: Path) -> dict[str, Path]:
+    """Official key -> the safetensors file holding it."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = {name: folder / name for name in set(weight_map.values())}
+        missing = sorted(name for name, f in files.items() if not f.is_file())
+        if missing:
+            raise CheckpointError(f"{folder} is incomplete: missing {', '.join(missing)} (re-download it; {HINT})")
+        return {key: files[name] for key, name in weight_map.items()}
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise CheckpointError(f"{folder} has no .safetensors weights ({HINT})")
+    keys = {}
+    for shard in shards:
+        with safe_open(shard, framework="pt") as f:
+            keys.update({k: shard for k in f.keys()})
+    return keys
+
+
+def build_empty(config: ModelConfig) -> DeepseekOCR:
+    """The model on the meta device: shapes and names, no memory."""
+    with torch.device("meta"):
+        return DeepseekOCR(config)
+
+
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
+    """Build the model from folder/config.json and fill it from the safetensors weights."""
+    model = build_empty(read_config(folder)).to(dtype).to_empty(device=device)
+    layout = checkpoint_layout(model)
+    files = weight_files(folder)
+    missing = [k for k in layout if k not in files]
+    if missing:
+        raise CheckpointError(f"{folder} lacks {len(missing)} of {len(layout)} weights "
+                              f"(first: {missing[0]}); it is partial or not a DeepSeek-OCR checkpoint")
+    params = dict(model.named_parameters())
+    by_file: dict[Path, list[str]] = {}
+    for key in layout:
+        by_file.setdefault(files[key], []).append(key)
+    with torch.no_grad():
+        for path, keys in by_file.items():
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                for key in keys:
+                    slot = layout[key]
+                    target = params[slot.param][slot.index]
+                    tensor = f.get_tensor(key)
+                    if tuple(tensor.shape) != tuple(target.shape):
+                        raise CheckpointError(f"{key} has shape {tuple(tensor.shape)}, config.json implies "
+                                              f"{tuple(target.shape)}: config and weights do not match")
+                    target.copy_(tensor)
+    return model.eval()
+

@@ -1,0 +1,31 @@
+"""The `dsocr` command line: one module per command, registered here."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from ..errors import DsocrError
+from . import info, ocr
+
+app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+app.command("ocr")(ocr.ocr)
+app.command("info")(info.info)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(f"dsocr: warning: {message}\n")
+
+
+def main() -> None:
+    warnings.showwarning = _warning_line
+    try:
+        app()
+    except DsocrError as exc:
+        sys.stderr.write(f"dsocr: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("dsocr: interrupted\n")
+        sys.exit(130)

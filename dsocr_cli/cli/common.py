@@ -1,0 +1,85 @@
+"""Options and helpers shared by the commands. Only the CLI talks to the terminal."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+
+from ..errors import DsocrError
+from ..generate import GenerationSettings
+from ..preprocess import MODES, Mode, orient, to_rgb
+from ..prompts import load_prompt, prompt_names
+
+stderr = Console(stderr=True, highlight=False)
+
+
+class ModeName(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    base = "base"
+    large = "large"
+    gundam = "gundam"
+
+
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Checkpoint folder (official layout) or hub repo id. Default: $DSOCR_MODEL, "
+                    "else deepseek-ai/DeepSeek-OCR (downloaded on first use).")]
+ModeOpt = Annotated[ModeName, typer.Option(
+    "--mode", help="tiny 512 (73 tokens), small 640 (111), base 1024 (273), large 1280 (421), "
+                   "gundam 1024 + 640 px tiles.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")]
+MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a page after this many tokens.")]
+NgramOpt = Annotated[int, typer.Option("--ngram-size", min=0, help="No-repeat n-gram guard size; 0 turns it off.")]
+NgramWindowOpt = Annotated[int, typer.Option("--ngram-window", min=1, help="Window (generated tokens) of the n-gram guard.")]
+PromptFileOpt = Annotated[Optional[Path], typer.Option(
+    "--prompt-file", help=f"Read the prompt from a file. Shipped prompts: {', '.join(prompt_names())}.")]
+
+DEFAULTS = GenerationSettings()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and a non-zero exit."""
+    stderr.print(f"dsocr: error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    stderr.print(f"dsocr: {message}", markup=False)
+
+
+def mode_of(name: ModeName) -> Mode:
+    return MODES[name.value]
+
+
+def read_image(path: Path) -> Image.Image:
+    """An image file as RGB with EXIF orientation applied (first frame of animations)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(orient(image))
+    except FileNotFoundError:
+        raise DsocrError(f"no such file: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DsocrError(f"cannot read image {path}: {exc}") from None
+
+
+def resolve_prompt(prompt: str | None, prompt_file: Path | None, default: str) -> str:
+    if prompt is not None and prompt_file is not None:
+        raise DsocrError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            return prompt_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DsocrError(f"cannot read prompt file {prompt_file}: {exc.strerror}") from None
+    return prompt if prompt is not None else load_prompt(default)
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")

@@ -1,0 +1,88 @@
+"""`dsocr info`: what a checkpoint's config implies, computed on the meta device (no weights)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..checkpoint import build_empty, official_shapes, resolve_config
+from ..model.ocr import DeepseekOCR
+from ..preprocess import MODES, mode_grid, vision_token_count
+from .common import ModelOpt, print_json
+
+A4_AT_144_DPI = (1190, 1684)
+
+
+def parameter_counts(model: DeepseekOCR) -> dict[str, int]:
+    """Totals per part, and the decoder parameters one token actually uses (its top-k experts,
+    no embedding table: a lookup is not compute)."""
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    body, dec = model.model, model.config.decoder
+    decoder = count(body.layers) + count(body.norm) + count(model.lm_head)
+    unused_experts = sum(count(layer.mlp.experts) * (dec.n_routed_experts - dec.num_experts_per_tok)
+                         // dec.n_routed_experts
+                         for i, layer in enumerate(body.layers) if dec.is_moe_layer(i))
+    return {
+        "total": count(model),
+        "sam": count(body.sam_model),
+        "clip": count(body.vision_model),
+        "projector": count(body.projector) + body.image_newline.numel() + body.view_seperator.numel(),
+        "embedding": count(body.embed_tokens),
+        "decoder": decoder,
+        "active_per_token": decoder - unused_experts,
+    }
+
+
+def info(
+    model: ModelOpt = None,
+    keys: Annotated[bool, typer.Option("--keys", help="List the checkpoint keys (and shapes) the config implies.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Model sizes, parameter counts, vision tokens per mode and the device, without loading weights."""
+    config, source = resolve_config(model)
+    net = build_empty(config)
+    if keys:
+        shapes = official_shapes(net)
+        if as_json:
+            print_json({"keys": sorted(shapes), "shapes": {k: list(shapes[k]) for k in sorted(shapes)}})
+        else:
+            for key in sorted(shapes):
+                typer.echo(f"{key}\t{'x'.join(map(str, shapes[key]))}")
+        return
+    dec = config.decoder
+    page = A4_AT_144_DPI
+    tokens = {name: vision_token_count(m, *page) for name, m in MODES.items()}
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA device found)"
+    facts = {
+        "model": source,
+        "decoder": {"layers": dec.num_hidden_layers, "hidden": dec.hidden_size, "heads": dec.num_attention_heads,
+                    "routed_experts": dec.n_routed_experts, "experts_per_token": dec.num_experts_per_tok,
+                    "shared_experts": dec.n_shared_experts, "vocab": dec.vocab_size},
+        "vision": {"sam_width": config.sam.width, "sam_layers": config.sam.layers,
+                   "clip_width": config.clip.width, "clip_layers": config.clip.layers},
+        "parameters": parameter_counts(net),
+        "vision_tokens_a4_page": tokens,
+        "gundam_tiles_a4_page": list(mode_grid(MODES["gundam"], *page)),
+        "device": device,
+    }
+    if as_json:
+        print_json(facts)
+        return
+    out = Console()
+    table = Table(title=f"DeepSeek-OCR: {source}", show_header=False)
+    for section, values in facts.items():
+        if isinstance(values, dict):
+            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        else:
+            shown = str(values)
+        table.add_row(section.replace("_", " "), shown)
+    out.print(table)
+
+
+def _fmt(value) -> str:
+    return f"{value / 1e6:,.1f}M" if isinstance(value, int) and value >= 1_000_000 else str(value)

@@ -1,0 +1,7 @@
+"""The error type the CLI turns into one line on stderr and an exit code (no traceback)."""
+
+
+class DsocrError(Exception):
+    """A problem worded for the user: one line that says what is wrong and, if possible, what to do."""
+
+    exit_code = 2

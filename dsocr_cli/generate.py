@@ -1,0 +1,109 @@
+"""Greedy generation for one image, the plain path every faster path must match token for token.
+
+Stops at EOS (`eos`), at max_new_tokens (`length`), or when the output has fallen into an exact
+loop (`repetition`). A no-repeat n-gram guard in the style of the official vLLM recipe bans, over
+the generated tokens inside a sliding window, any token that would repeat an n-gram.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .model.kv_cache import ContiguousKV
+from .model.ocr import DeepseekOCR
+from .preprocess import ImageInput
+
+EOS, LENGTH, REPETITION = "eos", "length", "repetition"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 8192
+    ngram_size: int = 30          # 0 turns the guard off
+    ngram_window: int = 90
+    ngram_whitelist: frozenset[int] = frozenset()  # token ids never banned (<td>, </td>)
+    loop_span: int = 512          # stop as `repetition` when this many tokens repeat a block of
+    #                               at most loop_span // 4 tokens; 0 turns it off
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    finish_reason: str
+    token_logprobs: list[float] | None = None
+    prompt_tokens: int = 0
+    vision_tokens: int = 0
+
+
+def banned_tokens(generated: list[int], size: int, window: int, whitelist: frozenset[int]) -> set[int]:
+    """Tokens that would complete an n-gram already seen in the last `window` generated tokens."""
+    n = len(generated)
+    if size <= 0 or n < size:
+        return set()
+    prefix = generated[n - size + 1:]
+    banned = {generated[i + size - 1] for i in range(max(0, n - window), n - size + 1)
+              if generated[i:i + size - 1] == prefix}
+    return banned - whitelist
+
+
+def is_looping(generated: list[int], span: int) -> bool:
+    """True when the last `span` tokens repeat with a period of at most span // 4."""
+    if span <= 0 or len(generated) < span:
+        return False
+    tail = np.asarray(generated[-span:])
+    return any((tail[p:] == tail[:-p]).all() for p in range(1, span // 4 + 1))
+
+
+def vision_embeddings(model: DeepseekOCR, image: ImageInput, device: torch.device) -> torch.Tensor:
+    """Run DeepEncoder on one image's views and lay the features out as the decoder reads them."""
+    global_view = model.encode_views(image.global_view[None].to(device))[0]
+    tiles = model.encode_views(image.tiles.to(device)) if image.tiles is not None else None
+    return model.image_embeddings(global_view, tiles, image.grid)
+
+
+@torch.inference_mode()
+def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], image: ImageInput,
+             settings: GenerationSettings, eos_id: int, logprobs: bool = False,
+             on_token: Callable[[int], None] | None = None) -> Generation:
+    """Greedy decoding of one prompt with its image; `on_token` sees each token as it is chosen."""
+    device = model.lm_head.weight.device
+    dtype = model.lm_head.weight.dtype
+    dec = model.config.decoder
+    ids = torch.tensor([prompt_ids], device=device)
+    mask = torch.tensor([image_mask], device=device)
+    x = model.embed(ids, mask, vision_embeddings(model, image, device))
+    n_prompt = len(prompt_ids)
+    cache = ContiguousKV(dec.num_hidden_layers, 1, dec.num_attention_heads, dec.head_dim,
+                         n_prompt + settings.max_new_tokens, dtype, device)
+    positions = torch.arange(n_prompt, device=device)[None]
+    generated: list[int] = []
+    scores: list[float] = []
+    finish = LENGTH
+    while len(generated) < settings.max_new_tokens:
+        hidden = model.decode(x, positions, cache)
+        cache.advance(x.shape[1])
+        logits = model.logits(hidden[:, -1])[0]
+        banned = banned_tokens(generated, settings.ngram_size, settings.ngram_window, settings.ngram_whitelist)
+        if banned:
+            logits_pick = logits.clone()
+            logits_pick[list(banned)] = float("-inf")
+        else:
+            logits_pick = logits
+        token = int(logits_pick.argmax())
+        generated.append(token)
+        if logprobs:
+            scores.append(float(torch.log_softmax(logits, dim=-1)[token]))
+        if on_token is not None:
+            on_token(token)
+        if token == eos_id:
+            finish = EOS
+            break
+        if is_looping(generated, settings.loop_span):
+            finish = REPETITION
+            break
+        x = model.embed(torch.tensor([[token]], device=device))
+        positions = positions[:, -1:] + 1
+    return Generation(generated, finish, scores if logprobs else None, n_prompt, sum(image_mask))

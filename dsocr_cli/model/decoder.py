@@ -1,0 +1,163 @@
+"""DeepSeek-V2 style mixture-of-experts decoder, without MLA: multi-head attention with RoPE.
+
+Layer 0 is a dense SwiGLU MLP; the others route each token to the top-k of the routed experts
+(softmax scores used as they are, no renormalisation by default) and add a shared expert.
+Where we fuse weights for speed (q/k/v, gate/up, stacked experts), `checkpoint_parts` says how
+the checkpoint's separate matrices fill the fused parameter, so loading stays exact.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DecoderConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables (..., head_dim) for integer positions (half-split layout).
+
+    The official model keeps its inverse frequencies in a buffer that `.to(bfloat16)` rounds, so a
+    bf16 model rotates by bf16-rounded frequencies; we round them to `dtype` the same way. Angles,
+    cos and sin are then computed in fp32 and cast to `dtype`.
+    """
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim
+    inv_freq = (1.0 / (theta ** exponent)).to(dtype).float()
+    freqs = positions.float()[..., None] * inv_freq
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: B x heads x T x D; cos/sin: B x T x D (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DecoderConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.heads = cfg.num_attention_heads
+        self.hidden = cfg.hidden_size
+        self.wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
+        self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+
+    def checkpoint_parts(self):
+        h = self.hidden
+        return {"wqkv.weight": [(f"{n}_proj.weight", (slice(i * h, (i + 1) * h),)) for i, n in enumerate("qkv")]}
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.wqkv(x).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = kv.attend(self.layer_idx, q, k, v)  # the cache decides how keys are stored and read
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.hidden))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused into one matrix."""
+
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.intermediate = intermediate
+        self.w_gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def checkpoint_parts(self):
+        i = self.intermediate
+        return {"w_gate_up.weight": [("gate_proj.weight", (slice(0, i),)), ("up_proj.weight", (slice(i, 2 * i),))]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class Router(nn.Module):
+    def __init__(self, hidden: int, experts: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(experts, hidden))
+
+
+class Experts(nn.Module):
+    """The routed experts as stacked weights, run as two grouped GEMMs over expert-sorted tokens."""
+
+    def __init__(self, experts: int, hidden: int, intermediate: int):
+        super().__init__()
+        self.n = experts
+        self.intermediate = intermediate
+        self.w_gate_up = nn.Parameter(torch.empty(experts, 2 * intermediate, hidden))
+        self.w_down = nn.Parameter(torch.empty(experts, hidden, intermediate))
+
+    def checkpoint_parts(self):
+        i = self.intermediate
+        parts = {"w_gate_up": [], "w_down": []}
+        for e in range(self.n):
+            parts["w_gate_up"] += [(f"{e}.gate_proj.weight", (e, slice(0, i))),
+                                   (f"{e}.up_proj.weight", (e, slice(i, 2 * i)))]
+            parts["w_down"].append((f"{e}.down_proj.weight", (e,)))
+        return parts
+
+    def forward(self, x: torch.Tensor, expert_idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """x: N x H; expert_idx, weights: N x k. Returns the weighted sum (in fp32) cast to x's dtype."""
+        n, k = expert_idx.shape
+        flat = expert_idx.reshape(-1)
+        order = flat.argsort()
+        rows = x[order // k]
+        ends = torch.bincount(flat, minlength=self.n).cumsum(0).to(torch.int32)
+        gate, up = torch._grouped_mm(rows, self.w_gate_up.transpose(1, 2), offs=ends).chunk(2, dim=-1)
+        out = torch._grouped_mm(F.silu(gate) * up, self.w_down.transpose(1, 2), offs=ends)
+        unsorted = torch.empty_like(out)
+        unsorted[order] = out
+        return (unsorted.view(n, k, -1).float() * weights[..., None]).sum(dim=1).to(x.dtype)
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.top_k = cfg.num_experts_per_tok
+        self.normalize = cfg.norm_topk_prob
+        self.scale = cfg.routed_scaling_factor
+        self.gate = Router(cfg.hidden_size, cfg.n_routed_experts)
+        self.experts = Experts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        self.shared_experts = MLP(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k experts and their weights per token, on the device (no host sync)."""
+        scores = F.linear(x.float(), self.gate.weight.float()).softmax(dim=-1)
+        weights, idx = torch.topk(scores, self.top_k, dim=-1, sorted=False)
+        if self.normalize:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return idx, weights * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        idx, weights = self.route(flat)
+        y = self.experts(flat, idx, weights) + self.shared_experts(flat)
+        return y.view(x.shape)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
+
+    def forward(self, x, cos, sin, kv):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv)
+        return x + self.mlp(self.post_attention_layernorm(x))

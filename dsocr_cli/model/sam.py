@@ -1,0 +1,149 @@
+"""SAM ViT-B image encoder with windowed attention, the neck and two stride-2 convolutions.
+
+Turns a 3 x S x S image into a C x S/64 x S/64 feature map (C = 1024 released): the 16x
+token compressor of DeepEncoder. Parameter names follow the checkpoint (`model.sam_model.*`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SamConfig
+
+
+def resize_grid(table: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic (antialiased) resize of a (1, g, g, C) position table to (1, size, size, C), in fp32."""
+    if table.shape[1] == size:
+        return table
+    grid = table.permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return grid.to(table.dtype).permute(0, 2, 3, 1)
+
+
+def relative_positions(table: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, size, C) embeddings of the offsets i - j, from a (2L-1, C) table resized if size != L."""
+    length = 2 * size - 1
+    if table.shape[0] != length:
+        resized = F.interpolate(table.float().t()[None], size=length, mode="linear")
+        table = resized[0].t().to(table.dtype)
+    offsets = torch.arange(size, device=table.device)
+    return table[offsets[:, None] - offsets[None, :] + size - 1]
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a B x C x H x W map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class RelPosAttention(nn.Module):
+    """Multi-head attention over a 2-D token grid with decomposed relative position bias."""
+
+    def __init__(self, dim: int, heads: int, rel_size: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        head_dim = dim // heads
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, dim = x.shape
+        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        # The bias is computed from the unscaled query, then added to the scaled logits.
+        grid_q = q.reshape(b, self.heads, h, w, -1)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, relative_positions(self.rel_pos_h, h))
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, relative_positions(self.rel_pos_w, w))
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, self.heads, h * w, h * w)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, dim))
+
+
+class SamMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(F.gelu(self.lin1(x)))
+
+
+class SamBlock(nn.Module):
+    """Pre-norm transformer block; window > 0 attends inside zero-padded window x window tiles."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, window: int, grid: int):
+        super().__init__()
+        self.window = window
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = RelPosAttention(dim, heads, rel_size=window or grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = SamMLP(dim, mlp_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        y = self.attn(y) if not self.window else self._windowed_attention(y)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        s = self.window
+        ph, pw = -h % s, -w % s
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))  # padding tokens take part in attention, as released
+        nh, nw = (h + ph) // s, (w + pw) // s
+        windows = x.view(b, nh, s, nw, s, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, s, s, c)
+        windows = self.attn(windows)
+        x = windows.view(b, nh, nw, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h + ph, w + pw, c)
+        return x[:, :h, :w].contiguous()
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)  # B x H x W x C
+
+
+class SamEncoder(nn.Module):
+    def __init__(self, cfg: SamConfig):
+        super().__init__()
+        if len(cfg.downsample_channels) != 2:
+            raise ValueError("SAM downsample_channels must list two widths (net_2, net_3)")
+        dim, grid = cfg.width, cfg.pos_grid
+        self.patch_embed = PatchEmbed(cfg.patch_size, dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dim))
+        global_blocks = set(cfg.global_attn_indexes)
+        self.blocks = nn.ModuleList(
+            SamBlock(dim, cfg.heads, int(dim * cfg.mlp_ratio), 0 if i in global_blocks else cfg.window_size, grid)
+            for i in range(cfg.layers))
+        neck = cfg.neck_channels
+        self.neck = nn.Sequential(
+            nn.Conv2d(dim, neck, kernel_size=1, bias=False), LayerNorm2d(neck),
+            nn.Conv2d(neck, neck, kernel_size=3, padding=1, bias=False), LayerNorm2d(neck))
+        mid, out = cfg.downsample_channels
+        self.net_2 = nn.Conv2d(neck, mid, kernel_size=3, stride=2, padding=1, bias=False)
+        self.net_3 = nn.Conv2d(mid, out, kernel_size=3, stride=2, padding=1, bias=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S pixels in [-1, 1] -> B x C x S/64 x S/64 features."""
+        x = self.patch_embed(pixels)
+        x = x + resize_grid(self.pos_embed, x.shape[1])
+        for block in self.blocks:
+            x = block(x)
+        x = self.neck(x.permute(0, 3, 1, 2))
+        return self.net_3(self.net_2(x))

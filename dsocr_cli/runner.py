@@ -1,0 +1,135 @@
+"""Requests in, results out: the seam between the document pipeline and whatever runs the model.
+
+`PlainRunner` generates one request at a time with the plain path (generate.py); the batched
+engine offers the same `run()` so commands need not care which one they drive.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Protocol
+
+import torch
+from PIL import Image
+
+from . import checkpoint
+from .errors import DsocrError
+from .generate import GenerationSettings, generate
+from .model.ocr import DeepseekOCR
+from .preprocess import Mode, prepare_image
+from .prompts import build_prompt_ids
+from .tokenizer import EOS_TEXT, Tokenizer
+
+NGRAM_WHITELIST = ("<td>", "</td>")
+
+
+@dataclass
+class OcrRequest:
+    image: Image.Image       # RGB, EXIF orientation applied
+    prompt: str
+    mode: Mode
+    key: object = None       # the caller's tag, returned with the result
+
+
+@dataclass
+class OcrResult:
+    key: object
+    text: str                # decoded with special tokens and grounding tags, trailing EOS removed
+    token_ids: list[int]     # generated ids (EOS included when generated)
+    finish_reason: str       # eos | length | repetition
+    prompt_tokens: int
+    vision_tokens: int
+    token_logprobs: list[float] | None = None
+
+
+class Runner(Protocol):
+    def run(self, requests: Iterable[OcrRequest]) -> Iterator[OcrResult]:
+        """Results carry their request's key; a batched runner may yield them out of order."""
+
+
+def settings_for(tokenizer: Tokenizer, **overrides) -> GenerationSettings:
+    """Generation settings with the n-gram whitelist (<td>, </td>) resolved to this tokenizer's ids."""
+    whitelist = frozenset(i for i in map(tokenizer.token_id, NGRAM_WHITELIST) if i is not None)
+    return GenerationSettings(ngram_whitelist=whitelist, **overrides)
+
+
+def decode_output(tokenizer: Tokenizer, token_ids: list[int]) -> str:
+    text = tokenizer.decode(token_ids, skip_special_tokens=False)
+    return text[:-len(EOS_TEXT)] if text.endswith(EOS_TEXT) else text
+
+
+class TextStream:
+    """Turns generated ids into text deltas, holding back incomplete UTF-8 sequences.
+
+    Only the ids since the last emitted newline are re-decoded, so streaming stays linear.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.pending: list[int] = []
+        self.sent = 0
+
+    def __call__(self, token: int) -> None:
+        self.pending.append(token)
+        text = decode_output(self.tokenizer, self.pending)
+        if text.endswith("\ufffd") or len(text) <= self.sent:
+            return
+        self.on_text(text[self.sent:])
+        if text.endswith("\n"):
+            self.pending, self.sent = [], 0
+        else:
+            self.sent = len(text)
+
+
+class PlainRunner:
+    def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings,
+                 logprobs: bool = False):
+        self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
+
+    def run_one(self, request: OcrRequest, on_text: Callable[[str], None] | None = None,
+                settings: GenerationSettings | None = None) -> OcrResult:
+        image = prepare_image(request.image, request.mode)
+        prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
+        out = generate(self.model, prompt.ids, prompt.image_mask, image, settings or self.settings,
+                       eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs,
+                       on_token=TextStream(self.tokenizer, on_text) if on_text else None)
+        return OcrResult(request.key, decode_output(self.tokenizer, out.token_ids), out.token_ids,
+                         out.finish_reason, out.prompt_tokens, out.vision_tokens, out.token_logprobs)
+
+    def run(self, requests: Iterable[OcrRequest]) -> Iterator[OcrResult]:
+        for request in requests:
+            yield self.run_one(request)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        warnings.warn("no CUDA device found: running on the CPU (correct but slow)", stacklevel=2)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DsocrError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DsocrError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtypes = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+    if name not in dtypes:
+        raise DsocrError(f"unknown dtype {name!r} (use auto, bf16 or fp32)")
+    return dtypes[name]
+
+
+def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,
+                **settings) -> PlainRunner:
+    """Resolve the checkpoint (downloading it on first use), load it and wrap it in a runner."""
+    folder = checkpoint.resolve(model)
+    tokenizer = checkpoint.load_tokenizer(folder)
+    dev = pick_device(device)
+    net = checkpoint.load_model(folder, dev, pick_dtype(dtype, dev))
+    return PlainRunner(net, tokenizer, settings_for(tokenizer, **settings), logprobs)
