@@ -1,6 +1,6 @@
 """Compare dsocr with a run of the official code (see ../shared/refcheck/README.md).
 
-usage: python tools/refcheck_compare.py RUN_DIR [--prompt TEXT] [--new-tokens N] [--json OUT]
+usage: python tests/refcheck_compare.py RUN_DIR [--prompt TEXT] [--new-tokens N] [--json OUT]
 
 RUN_DIR is what run_reference.py wrote with --save-weights --fp32-forward (weights.safetensors,
 config.json, capture.pt, run.json, the input image) and, optionally, fp32_generate.json with the
