@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 
@@ -31,3 +33,9 @@ def tiny_config() -> dict:
 def tiny_checkpoint(tmp_path_factory):
     """Folder with config.json, tokenizer.json, model-00001-of-000001.safetensors and its index."""
     return write_checkpoint(tmp_path_factory.mktemp("tiny-ocr"), tiny_config(), seed=0)
+
+
+def run_dsocr(*args: str, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run the real command line (python -m dsocr_cli) and capture its output."""
+    return subprocess.run([sys.executable, "-m", "dsocr_cli", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, cwd=cwd, timeout=300)

@@ -114,10 +114,10 @@ def _fill(klass, values: dict, tuples: tuple[str, ...] = ()):
 def _decoder_from_dict(d: dict) -> DecoderConfig:
     # HF builds the decoder from the top-level fields (vLLM from the nested copy); same values.
     values = dict(d.get("language_config") or {})
-    values.update({k: v for k, v in d.items() if k in DecoderConfig.__dataclass_fields__})
-    if values.get("use_mla", d.get("use_mla", False)):
+    values.update({k: v for k, v in d.items() if not isinstance(v, dict)})
+    if values.get("use_mla", False):
         raise ConfigError("use_mla=true (multi-head latent attention) is not part of DeepSeek-OCR")
-    if values.get("topk_method", "greedy") != "greedy" or d.get("scoring_func", "softmax") != "softmax":
+    if values.get("topk_method", "greedy") != "greedy" or values.get("scoring_func", "softmax") != "softmax":
         raise ConfigError("only greedy top-k routing with softmax scores is supported")
     if "hidden_size" not in values:
         raise ConfigError("config.json has no decoder hidden_size")
