@@ -14,7 +14,7 @@ import torch
 
 from .model.kv_cache import ContiguousKV
 from .model.ocr import DeepseekOCR
-from .preprocess import ImageInput
+from .preprocess import ImageInput, normalize
 
 EOS, LENGTH, REPETITION = "eos", "length", "repetition"
 
@@ -57,24 +57,26 @@ def is_looping(generated: list[int], span: int) -> bool:
     return any((tail[p:] == tail[:-p]).all() for p in range(1, span // 4 + 1))
 
 
-def vision_embeddings(model: DeepseekOCR, image: ImageInput, device: torch.device) -> torch.Tensor:
+@torch.inference_mode()
+def vision_embeddings(model: DeepseekOCR, image: ImageInput) -> torch.Tensor:
     """Run DeepEncoder on one image's views and lay the features out as the decoder reads them."""
-    global_view = model.encode_views(image.global_view[None].to(device))[0]
-    tiles = model.encode_views(image.tiles.to(device)) if image.tiles is not None else None
-    return model.image_embeddings(global_view, tiles, image.grid)
+    device = model.lm_head.weight.device
+    tiles = normalize(image.tiles.to(device)) if image.tiles is not None else None
+    return model.embed_image(normalize(image.global_view.to(device)), tiles, image.grid)
 
 
 @torch.inference_mode()
-def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], image: ImageInput,
+def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], image_embeds: torch.Tensor,
              settings: GenerationSettings, eos_id: int, logprobs: bool = False,
              on_token: Callable[[int], None] | None = None) -> Generation:
-    """Greedy decoding of one prompt with its image; `on_token` sees each token as it is chosen."""
+    """Greedy decoding of one prompt; image_embeds fill the masked positions (vision_embeddings()).
+    `on_token` sees each token as it is chosen."""
     device = model.lm_head.weight.device
     dtype = model.lm_head.weight.dtype
     dec = model.config.decoder
     ids = torch.tensor([prompt_ids], device=device)
     mask = torch.tensor([image_mask], device=device)
-    x = model.embed(ids, mask, vision_embeddings(model, image, device))
+    x = model.embed(ids, mask, image_embeds)
     n_prompt = len(prompt_ids)
     cache = ContiguousKV(dec.num_hidden_layers, 1, dec.num_attention_heads, dec.head_dim,
                          n_prompt + settings.max_new_tokens, dtype, device)

@@ -105,14 +105,18 @@ def orient(image: Image.Image) -> Image.Image:
 
 
 def pixels(image: Image.Image) -> torch.Tensor:
-    """RGB image -> 3 x H x W float32 in [-1, 1]: x / 255, then (x - 0.5) / 0.5."""
-    arr = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-    return (arr.float().div(255) - 0.5) / 0.5
+    """RGB image -> 3 x H x W uint8 (normalised later, where the model runs: 4x less to move)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1]: x / 255, then (x - 0.5) / 0.5, as the official transform."""
+    return (pixels.float().div(255) - 0.5) / 0.5
 
 
 @dataclass
 class ImageInput:
-    """What the vision encoder needs for one image."""
+    """What the vision encoder needs for one image (uint8 pixels)."""
     global_view: torch.Tensor      # 3 x S x S
     tiles: torch.Tensor | None     # n x 3 x 640 x 640, row-major, or None
     grid: tuple[int, int]          # (w_t, h_t); (1, 1) without tiles
@@ -120,7 +124,7 @@ class ImageInput:
 
 
 def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
-    """RGB image -> global view (+ tiles) tensors for `mode`."""
+    """RGB image -> global view (+ tiles) pixels for `mode`."""
     width, height = image.size
     grid = mode_grid(mode, width, height)
     if mode.squash:

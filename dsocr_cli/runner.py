@@ -14,7 +14,7 @@ from PIL import Image
 
 from . import checkpoint
 from .errors import DsocrError
-from .generate import GenerationSettings, generate
+from .generate import GenerationSettings, generate, vision_embeddings
 from .model.ocr import DeepseekOCR
 from .preprocess import Mode, prepare_image
 from .prompts import build_prompt_ids
@@ -90,7 +90,8 @@ class PlainRunner:
                 settings: GenerationSettings | None = None) -> OcrResult:
         image = prepare_image(request.image, request.mode)
         prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
-        out = generate(self.model, prompt.ids, prompt.image_mask, image, settings or self.settings,
+        out = generate(self.model, prompt.ids, prompt.image_mask, vision_embeddings(self.model, image),
+                       settings or self.settings,
                        eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs,
                        on_token=TextStream(self.tokenizer, on_text) if on_text else None)
         return OcrResult(request.key, decode_output(self.tokenizer, out.token_ids), out.token_ids,

@@ -3,7 +3,7 @@ import torch
 from PIL import Image
 
 from dsocr_cli.checkpoint import load_model
-from dsocr_cli.generate import GenerationSettings, banned_tokens, generate, is_looping
+from dsocr_cli.generate import GenerationSettings, banned_tokens, generate, is_looping, vision_embeddings
 from dsocr_cli.preprocess import MODES, prepare_image
 from dsocr_cli.prompts import build_prompt_ids, load_prompt
 from dsocr_cli.tokenizer import Tokenizer
@@ -30,7 +30,7 @@ def setup(tiny_checkpoint):
     model = load_model(tiny_checkpoint, torch.device("cpu"), torch.float32)
     image = prepare_image(Image.new("RGB", (300, 200), "white"), MODES["tiny"])
     prompt = build_prompt_ids(Tokenizer.bundled(), load_prompt("free-ocr"), image.token_count)
-    return model, image, prompt
+    return model, vision_embeddings(model, image), prompt
 
 
 def scripted(model, monkeypatch, script):

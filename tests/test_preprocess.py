@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dsocr_cli.preprocess import MODES, mode_grid, prepare_image, tile_grid, to_rgb, vision_token_count
+from dsocr_cli.preprocess import MODES, mode_grid, normalize, prepare_image, tile_grid, to_rgb, vision_token_count
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -40,19 +40,21 @@ def test_prepare_gundam_shapes_and_range():
     prepared = prepare_image(image, MODES["gundam"])
     assert prepared.global_view.shape == (3, 1024, 1024)
     assert prepared.tiles.shape == (6, 3, 640, 640) and prepared.grid == (2, 3)
-    assert prepared.global_view.min() >= -1 and prepared.global_view.max() <= 1
+    assert prepared.global_view.dtype == torch.uint8
+    view = normalize(prepared.global_view)
+    assert view.min() >= -1 and view.max() <= 1
     # red page, grey (127) padding left/right of the aspect-kept global view
-    assert torch.allclose(prepared.global_view[:, 512, 512], torch.tensor([1.0, -1.0, -1.0]))
+    assert torch.allclose(view[:, 512, 512], torch.tensor([1.0, -1.0, -1.0]))
     grey = (127 / 255 - 0.5) / 0.5
-    assert torch.allclose(prepared.global_view[:, 512, 2], torch.full((3,), grey))
+    assert torch.allclose(view[:, 512, 2], torch.full((3,), grey))
 
 
 def test_small_modes_squash_large_modes_pad():
     image = Image.new("RGB", (1200, 600), (0, 0, 0))
     small = prepare_image(image, MODES["small"]).global_view
     base = prepare_image(image, MODES["base"]).global_view
-    assert small.shape == (3, 640, 640) and small.max() == -1  # all black: squashed, no padding
-    assert base.shape == (3, 1024, 1024) and base[:, 10, 512].max() > -1  # grey band on top
+    assert small.shape == (3, 640, 640) and small.max() == 0  # all black: squashed, no padding
+    assert base.shape == (3, 1024, 1024) and base[:, 10, 512].tolist() == [127, 127, 127]  # grey band on top
 
 
 def test_to_rgb_conversions():

@@ -74,6 +74,13 @@ class DeepseekOCR(nn.Module):
         parts.append(self.model.view_seperator[None])
         return torch.cat(parts)
 
+    def embed_image(self, global_view: torch.Tensor, tiles: torch.Tensor | None = None,
+                    grid: tuple[int, int] = (1, 1)) -> torch.Tensor:
+        """Normalised pixels of one image (3 x S x S, and n x 3 x t x t tiles) -> its vision embeddings."""
+        features = self.encode_views(global_view[None])[0]
+        tile_features = self.encode_views(tiles) if tiles is not None else None
+        return self.image_embeddings(features, tile_features, grid)
+
     # ---- decoder ------------------------------------------------------------------------------
 
     def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor | None = None,
