@@ -27,6 +27,17 @@ class GenerationSettings:
     ngram_whitelist: frozenset[int] = frozenset()  # token ids never banned (<td>, </td>)
     loop_span: int = 512          # stop as `repetition` when this many tokens repeat a block of
     #                               at most loop_span // 4 tokens; 0 turns it off
+    ignore_eos: bool = False      # benchmarks: every page runs to max_new_tokens
+
+
+def finish_reason(generated: list[int], eos_id: int, settings: GenerationSettings, looping: bool) -> str | None:
+    """Why generation stops after the last token of `generated`, or None to go on."""
+    if not settings.ignore_eos:
+        if generated[-1] == eos_id:
+            return EOS
+        if looping:
+            return REPETITION
+    return LENGTH if len(generated) >= settings.max_new_tokens else None
 
 
 @dataclass
@@ -83,8 +94,7 @@ def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], 
     positions = torch.arange(n_prompt, device=device)[None]
     generated: list[int] = []
     scores: list[float] = []
-    finish = LENGTH
-    while len(generated) < settings.max_new_tokens:
+    while True:
         hidden = model.decode(x, positions, cache)
         cache.advance(x.shape[1])
         logits = model.logits(hidden[:, -1])[0]
@@ -100,11 +110,8 @@ def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], 
             scores.append(float(torch.log_softmax(logits, dim=-1)[token]))
         if on_token is not None:
             on_token(token)
-        if token == eos_id:
-            finish = EOS
-            break
-        if is_looping(generated, settings.loop_span):
-            finish = REPETITION
+        finish = finish_reason(generated, eos_id, settings, is_looping(generated, settings.loop_span))
+        if finish:
             break
         x = model.embed(torch.tensor([[token]], device=device))
         positions = positions[:, -1:] + 1

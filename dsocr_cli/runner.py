@@ -40,6 +40,7 @@ class OcrResult:
     prompt_tokens: int
     vision_tokens: int
     token_logprobs: list[float] | None = None
+    error: str | None = None  # set when the request could not be run at all (finish_reason "error")
 
 
 class Runner(Protocol):

@@ -117,7 +117,9 @@ class Experts(nn.Module):
         flat = expert_idx.reshape(-1)
         order = flat.argsort()
         rows = x[order // k]
-        ends = torch.bincount(flat, minlength=self.n).cumsum(0).to(torch.int32)
+        # counts by scatter-add, not bincount: bincount asks the host for the maximum (a sync)
+        counts = torch.zeros(self.n, dtype=torch.int32, device=x.device)
+        ends = counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32)).cumsum(0).to(torch.int32)
         gate, up = torch._grouped_mm(rows, self.w_gate_up.transpose(1, 2), offs=ends).chunk(2, dim=-1)
         out = torch._grouped_mm(F.silu(gate) * up, self.w_down.transpose(1, 2), offs=ends)
         unsorted = torch.empty_like(out)

@@ -1,0 +1,336 @@
+"""The throughput engine: many pages in flight, admitted as others finish (continuous batching).
+
+Each loop iteration admits waiting pages while KV pages and batch rows allow (vision for all of
+them in a few large batches, then one packed prefill that also picks their first token), then runs
+one decode step for every running page. A decode step is replayed from a CUDA graph captured for
+the next batch-size bucket; all per-row state (last token, position, block table, token history)
+lives on the device and the step updates it in place, so the host only reads the new tokens,
+finishes rows and hands out pages. Greedy output equals the plain path (generate.py) token for
+token in fp32 (tested); the repetition guard and loop detector run vectorised on the device.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+
+from ..generate import GenerationSettings, finish_reason
+from ..model.ocr import DeepseekOCR
+from ..preprocess import normalize
+from ..runner import OcrRequest, OcrResult, decode_output
+from ..tokenizer import Tokenizer
+from .feeder import Prepared, prepared_stream
+from .guard import ban_repeated_ngrams, looping
+from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
+
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
+PREFILL_TOKENS = 16384       # tokens per packed prefill
+VISION_PIXELS = 8 * 1024 ** 2  # pixels per vision batch (SAM's global attention bias grows with N^2)
+
+
+@dataclass
+class Sequence:
+    prepared: Prepared
+    order: int                       # admission order: the youngest is preempted first
+    pages: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prepared.prompt.ids)
+
+    @property
+    def position(self) -> int:
+        """Position of the next input token (the last generated one)."""
+        return self.prompt_len + len(self.generated) - 1
+
+
+class Engine:
+    def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings, *,
+                 max_batch: int | None = None, logprobs: bool = False, graphs: bool | None = None,
+                 kv_bytes: int | None = None, workers: int = 0):
+        self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
+        self.device = model.lm_head.weight.device
+        self.eos = model.config.decoder.eos_token_id
+        self.workers = workers
+        self.use_triton = decode_backend_for(self.device)
+        self.use_graphs = self.device.type == "cuda" if graphs is None else graphs
+        dec = model.config.decoder
+        dtype = model.lm_head.weight.dtype
+        page_bytes = PagePool.bytes_per_page(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, dtype)
+        self.table_width = pages_for(MAX_PROMPT + settings.max_new_tokens)
+        num_pages = max(2, (kv_bytes or self._kv_budget()) // page_bytes)
+        self.pool = PagePool(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, num_pages, dtype, self.device)
+        typical = pages_for(1024 + min(settings.max_new_tokens, 1500))
+        self.max_batch = max_batch or max(1, min(256, (num_pages - 1) // typical))
+        self._init_state()
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if self.use_graphs:
+            self._capture_graphs()
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def _kv_budget(self) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * 0.85) - 6 * 1024 ** 3  # leave room for vision, prefill and graph buffers
+        return 512 * 1024 ** 2
+
+    def _init_state(self) -> None:
+        rows, dev = self.max_batch, self.device
+        width = max(self.settings.ngram_window, self.settings.loop_span, 1)
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.active = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.tables = torch.zeros(rows, self.table_width, dtype=torch.int32, device=dev)
+        self.history = torch.full((rows, width), -1, dtype=torch.long, device=dev)
+        self.loop_flags = torch.zeros(rows, dtype=torch.bool, device=dev)
+        self.step_logprobs = torch.zeros(rows, dtype=torch.float32, device=dev)
+        allowed = torch.zeros(self.model.config.decoder.vocab_size, dtype=torch.bool)
+        allowed[list(self.settings.ngram_whitelist)] = True
+        self.allowed = allowed.to(dev)
+        self.rows: list[Sequence] = []
+        self.preemptions = 0
+
+    def _capture_graphs(self) -> None:
+        """One CUDA graph per batch-size bucket, captured while every row is inactive (rows write
+        to the scratch page and keep position 0), largest first so they share one memory pool."""
+        pool = torch.cuda.graph_pool_handle()
+        buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for b in buckets:
+                self._step(b)  # warm-up: kernels compiled and autotuned outside the capture
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        for b in sorted(buckets, reverse=True):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._step(b)
+            self.graphs[b] = graph
+        torch.cuda.synchronize(self.device)
+
+    # ---- the decode step (captured) -------------------------------------------------------------
+
+    def _step(self, b: int) -> None:
+        s = self.settings
+        positions = self.positions[:b]
+        x = self.model.embed(self.tokens[:b, None])
+        kv = DecodeKV(self.pool, self.tables[:b], positions, self.use_triton)
+        logits = self.model.logits(self.model.decode(x, positions[:, None], kv)[:, 0])
+        pick = ban_repeated_ngrams(logits, self.history[:b], s.ngram_size, s.ngram_window, self.allowed)
+        nxt = pick.argmax(dim=-1)
+        if self.logprobs:
+            self.step_logprobs[:b] = torch.log_softmax(logits, dim=-1).gather(1, nxt[:, None])[:, 0]
+        self.tokens[:b] = nxt
+        self.history[:b] = torch.cat([self.history[:b, 1:], nxt[:, None]], dim=1)
+        self.loop_flags[:b] = looping(self.history[:b], s.loop_span)
+        self.positions[:b] = positions + self.active[:b]
+
+    def _bucket(self, n: int) -> int:
+        return next(b for b in sorted(self.graphs) if b >= n) if self.graphs else n
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def run(self, requests: Iterable[OcrRequest]) -> Iterator[OcrResult]:
+        """Results as pages finish (not in input order); each carries its request's key."""
+        source = prepared_stream(requests, self.tokenizer, self.workers)
+        waiting: deque[Prepared] = deque()
+        counter = itertools.count()
+        exhausted = False
+        while True:
+            while not exhausted and len(waiting) < self.max_batch:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                elif item.error:
+                    yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error)
+                else:
+                    waiting.append(item)
+            if not (waiting or self.rows):
+                return
+            yield from self._admit(waiting, counter)
+            if self.rows:
+                yield from self._decode(waiting)
+
+    def _admit(self, waiting: deque[Prepared], counter) -> Iterator[OcrResult]:
+        free_rows = self.max_batch - len(self.rows)
+        if not waiting or (self.rows and free_rows < max(1, self.max_batch // 16)):
+            return  # admit in groups: each prefill reads every expert's weights once
+        group: list[Sequence] = []
+        tokens = 0
+        reserve = len(self.rows) // 4  # pages kept back for running rows to grow into
+        while waiting and len(group) < free_rows:
+            prepared = waiting[0]
+            need = pages_for(len(prepared.prompt.ids) + 1)
+            if group and tokens + len(prepared.prompt.ids) > PREFILL_TOKENS:
+                break
+            longest = pages_for(len(prepared.prompt.ids) + self.settings.max_new_tokens)
+            # a page that could not finish even with the whole pool to itself would loop forever
+            if longest > min(self.pool.num_pages - 1, self.table_width):
+                waiting.popleft()
+                yield OcrResult(prepared.request.key, "", [], "error", len(prepared.prompt.ids),
+                                prepared.image.token_count, error="prompt too long for the KV cache")
+                continue
+            if self.pool.free_pages < need + reserve:
+                break
+            waiting.popleft()
+            group.append(Sequence(prepared, next(counter), self.pool.allocate(need)))
+            tokens += len(prepared.prompt.ids)
+        if group:
+            yield from self._prefill(group)
+
+    def _prefill(self, group: list[Sequence]) -> Iterator[OcrResult]:
+        """Vision for the whole group, one packed decoder pass, first tokens; then the group joins."""
+        embeds = self._vision(group)
+        dev = self.device
+        ids = torch.tensor([i for q in group for i in q.prepared.prompt.ids], device=dev)
+        mask = torch.tensor([m for q in group for m in q.prepared.prompt.image_mask], device=dev)
+        lengths = [q.prompt_len for q in group]
+        positions = torch.cat([torch.arange(n, device=dev) for n in lengths])
+        slots = torch.cat([self._slots(q.pages, n) for q, n in zip(group, lengths)])
+        x = self.model.embed(ids[None], mask[None], torch.cat(embeds))
+        hidden = self.model.decode(x, positions[None], PrefillKV(self.pool, lengths, slots))
+        ends = torch.tensor(lengths, device=dev).cumsum(0) - 1
+        logits = self.model.logits(hidden[0, ends])
+        first = logits.argmax(dim=-1)  # nothing generated yet: the guard bans nothing
+        scores = torch.log_softmax(logits, dim=-1).gather(1, first[:, None])[:, 0].tolist() if self.logprobs else None
+        for i, (seq, token) in enumerate(zip(group, first.tolist())):
+            seq.generated.append(token)
+            if scores:
+                seq.logprobs.append(scores[i])
+            done = finish_reason(seq.generated, self.eos, self.settings, False)
+            if done:
+                yield self._finish(seq, done)
+            else:
+                self._add_row(seq)
+
+    def _vision(self, group: list[Sequence]) -> list[torch.Tensor]:
+        """Vision embeddings per sequence; views of one size and all tiles run in large batches."""
+        images = [q.prepared.image for q in group]
+        globals_by_side: dict[int, list[int]] = {}
+        for i, image in enumerate(images):
+            globals_by_side.setdefault(image.global_view.shape[-1], []).append(i)
+        global_features: dict[int, torch.Tensor] = {}
+        for side, members in globals_by_side.items():
+            feats = self._encode([images[i].global_view for i in members])
+            global_features.update(zip(members, feats))
+        tile_lists = [image.tiles for image in images if image.tiles is not None]
+        tile_features = iter(self._encode([t for tiles in tile_lists for t in tiles]) if tile_lists else [])
+        out = []
+        for i, image in enumerate(images):
+            tiles = None
+            if image.tiles is not None:
+                tiles = torch.stack([next(tile_features) for _ in range(image.tiles.shape[0])])
+            out.append(self.model.image_embeddings(global_features[i], tiles, image.grid))
+        return out
+
+    def _encode(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        side = views[0].shape[-1]
+        chunk = max(1, VISION_PIXELS // (side * side))
+        feats = []
+        for start in range(0, len(views), chunk):
+            batch = torch.stack(views[start:start + chunk]).to(self.device, non_blocking=True)
+            feats.extend(self.model.encode_views(normalize(batch)))
+        return feats
+
+    def _slots(self, pages: list[int], n: int) -> torch.Tensor:
+        t = torch.arange(n)
+        return (torch.tensor(pages)[t // PAGE] * PAGE + t % PAGE).to(self.device)
+
+    # ---- rows -----------------------------------------------------------------------------------
+
+    def _add_row(self, seq: Sequence) -> None:
+        row = len(self.rows)
+        self.rows.append(seq)
+        width = self.history.shape[1]
+        history = torch.full((width,), -1, dtype=torch.long)
+        history[-1] = seq.generated[-1]
+        table = torch.zeros(self.table_width, dtype=torch.int32)
+        table[:len(seq.pages)] = torch.tensor(seq.pages, dtype=torch.int32)
+        self.tokens[row] = seq.generated[-1]
+        self.positions[row] = seq.position
+        self.active[row] = 1
+        self.tables[row] = table.to(self.device)
+        self.history[row] = history.to(self.device)
+
+    def _remove_rows(self, rows: list[int]) -> None:
+        """Drop finished rows, moving the last rows into the holes so the batch stays dense."""
+        doomed = set(rows)
+        keep = [i for i in range(len(self.rows)) if i not in doomed]
+        n = len(keep)
+        moves = [(src, dst) for dst, src in enumerate(keep) if src != dst]
+        if moves:
+            src = torch.tensor([m[0] for m in moves], device=self.device)
+            dst = torch.tensor([m[1] for m in moves], device=self.device)
+            for state in (self.tokens, self.positions, self.tables, self.history):
+                state[dst] = state[src]
+        self.rows = [self.rows[i] for i in keep]
+        freed = slice(n, n + len(doomed))
+        self.active[freed] = 0
+        self.positions[freed] = 0
+        self.tables[freed] = 0
+        self.history[freed] = -1
+
+    def _grow_pages(self, waiting: deque[Prepared]) -> None:
+        """Give a page to every row whose next token starts one; preempt the youngest when short."""
+        while True:
+            needy = [i for i, seq in enumerate(self.rows) if seq.position // PAGE >= len(seq.pages)]
+            if len(needy) <= self.pool.free_pages:
+                break
+            self._preempt(max(range(len(self.rows)), key=lambda i: self.rows[i].order), waiting)
+        if not needy:
+            return
+        pages = self.pool.allocate(len(needy))
+        cols = []
+        for row, page in zip(needy, pages):
+            self.rows[row].pages.append(page)
+            cols.append(len(self.rows[row].pages) - 1)
+        index = torch.tensor(needy, device=self.device), torch.tensor(cols, device=self.device)
+        self.tables[index] = torch.tensor(pages, dtype=torch.int32, device=self.device)
+
+    def _preempt(self, row: int, waiting: deque[Prepared]) -> None:
+        """Free a row's pages and queue its page again from scratch (greedy: same result)."""
+        seq = self.rows[row]
+        self.preemptions += 1
+        self.pool.release(seq.pages)
+        self._remove_rows([row])
+        waiting.appendleft(seq.prepared)
+
+    def _decode(self, waiting: deque[Prepared]) -> Iterator[OcrResult]:
+        self._grow_pages(waiting)
+        n = len(self.rows)
+        if n == 0:
+            return
+        b = self._bucket(n)
+        if self.graphs:
+            self.graphs[b].replay()
+        else:
+            self._step(b)
+        tokens = self.tokens[:n].tolist()
+        loops = self.loop_flags[:n].tolist()
+        scores = self.step_logprobs[:n].tolist() if self.logprobs else None
+        done_rows = []
+        for i, seq in enumerate(self.rows):
+            seq.generated.append(tokens[i])
+            if scores:
+                seq.logprobs.append(scores[i])
+            done = finish_reason(seq.generated, self.eos, self.settings, loops[i])
+            if done:
+                done_rows.append(i)
+                yield self._finish(seq, done)
+        if done_rows:
+            self._remove_rows(done_rows)
+
+    def _finish(self, seq: Sequence, reason: str) -> OcrResult:
+        self.pool.release(seq.pages)
+        seq.pages = []
+        request = seq.prepared.request
+        return OcrResult(request.key, decode_output(self.tokenizer, seq.generated), seq.generated, reason,
+                         seq.prompt_len, seq.prepared.image.token_count, seq.logprobs if self.logprobs else None)

@@ -1,0 +1,85 @@
+"""The engine must give the plain path's greedy output token for token (fp32, tiny model, CPU)."""
+import random
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from dsocr_cli.checkpoint import load_model
+from dsocr_cli.engine.engine import Engine
+from dsocr_cli.engine.guard import ban_repeated_ngrams, looping
+from dsocr_cli.generate import banned_tokens, is_looping
+from dsocr_cli.preprocess import MODES
+from dsocr_cli.prompts import load_prompt
+from dsocr_cli.runner import OcrRequest, PlainRunner, settings_for
+from dsocr_cli.tokenizer import Tokenizer
+
+
+def test_device_guard_equals_the_plain_guard_on_random_histories():
+    rng = random.Random(0)
+    vocab = 20
+    for _ in range(2000):
+        size = rng.choice([1, 2, 3, 4, 5])
+        window = rng.choice([size, size + 1, 6, 10, 30])
+        span = rng.choice([8, 16, 24])
+        width = max(window, span)
+        seq = [rng.randint(0, rng.choice([2, 3, vocab - 1])) for _ in range(rng.randint(0, 40))]
+        if rng.random() < 0.3 and len(seq) > 6:
+            seq = (seq[:3] * 20)[:len(seq)]
+        whitelist = frozenset(rng.sample(range(vocab), 2))
+        history = torch.full((1, width), -1)
+        if seq:
+            history[0, -min(len(seq), width):] = torch.tensor(seq[-width:])
+        allowed = torch.zeros(vocab, dtype=torch.bool)
+        allowed[list(whitelist)] = True
+        out = ban_repeated_ngrams(torch.zeros(1, vocab), history, size, window, allowed)
+        assert {i for i in range(vocab) if out[0, i] == float("-inf")} == banned_tokens(seq, size, window, whitelist)
+        assert bool(looping(history, span)[0]) == is_looping(seq, span)
+
+
+@pytest.fixture(scope="module")
+def eos_prone_model(tiny_checkpoint):
+    """The tiny model with EOS made a near-copy of a token it likes, so pages end at various steps."""
+    model = load_model(tiny_checkpoint, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight[1] = model.lm_head.weight[81417] * 1.001
+    return model
+
+
+def pages(n, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        image = Image.new("RGB", (rng.randint(300, 1400), rng.randint(300, 1400)), "white")
+        ImageDraw.Draw(image).text((20, 20), f"page {i}", fill="black")
+        out.append((image, rng.choice(["document", "free-ocr", "describe"]), rng.choice(list(MODES))))
+    return out
+
+
+def requests(specs):
+    return [OcrRequest(image.copy(), load_prompt(prompt), MODES[mode], key=i) for i, (image, prompt, mode) in enumerate(specs)]
+
+
+PAGE_BYTES = 2 * 2 * 64 * 2 * 32 * 4  # K and V, 2 layers, 64 slots, 2 heads of 32, fp32
+
+
+@pytest.mark.parametrize("guard,kv_pages", [
+    (dict(ngram_size=3, ngram_window=20, loop_span=24), 20),  # 20 pages for 4 rows: rows get preempted
+    (dict(ngram_size=0, loop_span=12), 64),
+])
+def test_engine_matches_plain_path_over_a_mixed_batch(eos_prone_model, guard, kv_pages):
+    tok = Tokenizer.bundled()
+    settings = settings_for(tok, max_new_tokens=48, **guard)
+    specs = pages(9)
+    plain = {r.key: r for r in PlainRunner(eos_prone_model, tok, settings, logprobs=True).run(requests(specs))}
+    engine = Engine(eos_prone_model, tok, settings, max_batch=4, logprobs=True, kv_bytes=kv_pages * PAGE_BYTES)
+    batched = {r.key: r for r in engine.run(requests(specs))}
+    assert batched.keys() == plain.keys()
+    for key, ref in plain.items():
+        got = batched[key]
+        assert got.token_ids == ref.token_ids and got.finish_reason == ref.finish_reason, key
+        assert got.text == ref.text and got.prompt_tokens == ref.prompt_tokens
+        assert max(abs(a - b) for a, b in zip(got.token_logprobs, ref.token_logprobs)) < 1e-4
+    reasons = {r.finish_reason for r in plain.values()}
+    assert "length" in reasons and "eos" in reasons and (guard["ngram_size"] or "repetition" in reasons)
+    assert (engine.preemptions > 0) == (kv_pages == 20)
