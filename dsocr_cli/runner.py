@@ -5,6 +5,7 @@ engine offers the same `run()` so commands need not care which one they drive.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
@@ -83,18 +84,17 @@ class TextStream:
 
 
 class PlainRunner:
+    """One request at a time through generate.py: the reference the engine is tested against."""
+
     def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings,
                  logprobs: bool = False):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
 
-    def run_one(self, request: OcrRequest, on_text: Callable[[str], None] | None = None,
-                settings: GenerationSettings | None = None) -> OcrResult:
+    def run_one(self, request: OcrRequest) -> OcrResult:
         image = prepare_image(request.image, request.mode)
         prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
         out = generate(self.model, prompt.ids, prompt.image_mask, vision_embeddings(self.model, image),
-                       settings or self.settings,
-                       eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs,
-                       on_token=TextStream(self.tokenizer, on_text) if on_text else None)
+                       self.settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs)
         return OcrResult(request.key, decode_output(self.tokenizer, out.token_ids), out.token_ids,
                          out.finish_reason, out.prompt_tokens, out.vision_tokens, out.token_logprobs)
 
@@ -127,11 +127,21 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtypes[name]
 
 
-def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,
-                **settings) -> PlainRunner:
-    """Resolve the checkpoint (downloading it on first use), load it and wrap it in a runner."""
+def open_model(model: str | None, device: str = "auto", dtype: str = "auto") -> tuple[DeepseekOCR, Tokenizer]:
+    """Resolve the checkpoint (downloading it on first use) and load model and tokenizer."""
     folder = checkpoint.resolve(model)
     tokenizer = checkpoint.load_tokenizer(folder)
     dev = pick_device(device)
-    net = checkpoint.load_model(folder, dev, pick_dtype(dtype, dev))
-    return PlainRunner(net, tokenizer, settings_for(tokenizer, **settings), logprobs)
+    return checkpoint.load_model(folder, dev, pick_dtype(dtype, dev)), tokenizer
+
+
+def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,
+                max_batch: int | None = None, **settings) -> Runner:
+    """The batched engine over the loaded checkpoint: what every command runs pages through."""
+    from .engine.engine import Engine
+
+    net, tokenizer = open_model(model, device, dtype)
+    on_gpu = net.lm_head.weight.device.type == "cuda"
+    workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if on_gpu else 0
+    return Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
+                  max_batch=max_batch, workers=workers)

@@ -7,12 +7,13 @@ import warnings
 import typer
 
 from ..errors import DsocrError
-from . import info, ocr
+from . import bench, info, ocr
 
 app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.command("ocr")(ocr.ocr)
 app.command("info")(info.info)
+app.command("bench")(bench.bench)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

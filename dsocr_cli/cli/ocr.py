@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..grounding import parse_blocks, strip_grounding, to_pixels
-from ..runner import OcrRequest, load_runner
+from ..errors import DsocrError
+from ..runner import OcrRequest, TextStream, load_runner
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
                      NgramWindowOpt, PromptFileOpt, mode_of, print_json, read_image, resolve_prompt)
 
@@ -32,12 +33,18 @@ def ocr(
     """OCR one image with a prompt (default: free OCR). Text streams to stdout when it is a terminal."""
     picture = read_image(image)
     text_prompt = resolve_prompt(prompt, prompt_file, "ocr-layout" if layout else "free-ocr")
-    runner = load_runner(model, device, dtype, logprobs=logprobs, max_new_tokens=max_new_tokens,
+    runner = load_runner(model, device, dtype, logprobs=logprobs, max_batch=1, max_new_tokens=max_new_tokens,
                          ngram_size=ngram_size, ngram_window=ngram_window)
     # Grounding tags are removed after the fact, so only tag-free output streams as it comes.
     stream = not as_json and sys.stdout.isatty() and (raw or "<|grounding|>" not in text_prompt)
-    on_text = (lambda delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None
-    result = runner.run_one(OcrRequest(picture, text_prompt, mode_of(mode), key=str(image)), on_text=on_text)
+    on_token = None
+    if stream:
+        text_stream = TextStream(runner.tokenizer, lambda delta: (sys.stdout.write(delta), sys.stdout.flush()))
+        on_token = lambda key, token: text_stream(token)  # noqa: E731
+    request = OcrRequest(picture, text_prompt, mode_of(mode), key=str(image))
+    result = next(iter(runner.run([request], on_token=on_token)))
+    if result.error:
+        raise DsocrError(f"{image}: {result.error}")
     text = result.text if raw else strip_grounding(result.text)
     if not as_json:
         sys.stdout.write("\n" if stream else text + "\n")

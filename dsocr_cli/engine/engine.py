@@ -11,9 +11,10 @@ token in fp32 (tested); the repetition guard and loop detector run vectorised on
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -30,6 +31,17 @@ BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384
 MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
 PREFILL_TOKENS = 16384       # tokens per packed prefill
 VISION_PIXELS = 8 * 1024 ** 2  # pixels per vision batch (SAM's global attention bias grows with N^2)
+
+
+@dataclass
+class EngineStats:
+    """Where the time went; wall-clock seconds (the host waits for each step's tokens anyway)."""
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (rows, seconds) per decode step
+    prefills: int = 0
+    prefill_seconds: float = 0.0    # vision + packed prefill + first tokens
+    vision_images: int = 0          # global views + tiles encoded
+    vision_seconds: float = 0.0     # measured with a device sync, only when timing=True
+    first_token_at: list[float] = field(default_factory=list)  # seconds since run() started, per page
 
 
 @dataclass
@@ -53,11 +65,14 @@ class Sequence:
 class Engine:
     def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings, *,
                  max_batch: int | None = None, logprobs: bool = False, graphs: bool | None = None,
-                 kv_bytes: int | None = None, workers: int = 0):
+                 kv_bytes: int | None = None, workers: int = 0, timing: bool = False):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
         self.device = model.lm_head.weight.device
         self.eos = model.config.decoder.eos_token_id
         self.workers = workers
+        self.timing = timing
+        self.stats = EngineStats()
+        self.on_token: Callable[[object, int], None] | None = None
         self.use_triton = decode_backend_for(self.device)
         self.use_graphs = self.device.type == "cuda" if graphs is None else graphs
         dec = model.config.decoder
@@ -138,8 +153,12 @@ class Engine:
     # ---- the loop -------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def run(self, requests: Iterable[OcrRequest]) -> Iterator[OcrResult]:
-        """Results as pages finish (not in input order); each carries its request's key."""
+    def run(self, requests: Iterable[OcrRequest],
+            on_token: Callable[[object, int], None] | None = None) -> Iterator[OcrResult]:
+        """Results as pages finish (not in input order); each carries its request's key.
+        `on_token(key, token)` sees every generated token as it comes (streaming)."""
+        self.on_token = on_token
+        self.started = time.perf_counter()
         source = prepared_stream(requests, self.tokenizer, self.workers)
         waiting: deque[Prepared] = deque()
         counter = itertools.count()
@@ -188,6 +207,7 @@ class Engine:
 
     def _prefill(self, group: list[Sequence]) -> Iterator[OcrResult]:
         """Vision for the whole group, one packed decoder pass, first tokens; then the group joins."""
+        start = time.perf_counter()
         embeds = self._vision(group)
         dev = self.device
         ids = torch.tensor([i for q in group for i in q.prepared.prompt.ids], device=dev)
@@ -201,10 +221,13 @@ class Engine:
         logits = self.model.logits(hidden[0, ends])
         first = logits.argmax(dim=-1)  # nothing generated yet: the guard bans nothing
         scores = torch.log_softmax(logits, dim=-1).gather(1, first[:, None])[:, 0].tolist() if self.logprobs else None
-        for i, (seq, token) in enumerate(zip(group, first.tolist())):
-            seq.generated.append(token)
-            if scores:
-                seq.logprobs.append(scores[i])
+        first = first.tolist()
+        now = time.perf_counter()
+        self.stats.prefills += 1
+        self.stats.prefill_seconds += now - start
+        self.stats.first_token_at += [now - self.started] * len(group)
+        for i, (seq, token) in enumerate(zip(group, first)):
+            self._append(seq, token, scores[i] if scores else None)
             done = finish_reason(seq.generated, self.eos, self.settings, False)
             if done:
                 yield self._finish(seq, done)
@@ -213,6 +236,7 @@ class Engine:
 
     def _vision(self, group: list[Sequence]) -> list[torch.Tensor]:
         """Vision embeddings per sequence; views of one size and all tiles run in large batches."""
+        start = time.perf_counter()
         images = [q.prepared.image for q in group]
         globals_by_side: dict[int, list[int]] = {}
         for i, image in enumerate(images):
@@ -229,6 +253,11 @@ class Engine:
             if image.tiles is not None:
                 tiles = torch.stack([next(tile_features) for _ in range(image.tiles.shape[0])])
             out.append(self.model.image_embeddings(global_features[i], tiles, image.grid))
+        self.stats.vision_images += len(images) + sum(len(t) for t in tile_lists)
+        if self.timing:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.stats.vision_seconds += time.perf_counter() - start
         return out
 
     def _encode(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -309,6 +338,7 @@ class Engine:
         if n == 0:
             return
         b = self._bucket(n)
+        start = time.perf_counter()
         if self.graphs:
             self.graphs[b].replay()
         else:
@@ -316,17 +346,23 @@ class Engine:
         tokens = self.tokens[:n].tolist()
         loops = self.loop_flags[:n].tolist()
         scores = self.step_logprobs[:n].tolist() if self.logprobs else None
+        self.stats.steps.append((n, time.perf_counter() - start))
         done_rows = []
         for i, seq in enumerate(self.rows):
-            seq.generated.append(tokens[i])
-            if scores:
-                seq.logprobs.append(scores[i])
+            self._append(seq, tokens[i], scores[i] if scores else None)
             done = finish_reason(seq.generated, self.eos, self.settings, loops[i])
             if done:
                 done_rows.append(i)
                 yield self._finish(seq, done)
         if done_rows:
             self._remove_rows(done_rows)
+
+    def _append(self, seq: Sequence, token: int, logprob: float | None) -> None:
+        seq.generated.append(token)
+        if logprob is not None:
+            seq.logprobs.append(logprob)
+        if self.on_token is not None:
+            self.on_token(seq.prepared.request.key, token)
 
     def _finish(self, seq: Sequence, reason: str) -> OcrResult:
         self.pool.release(seq.pages)

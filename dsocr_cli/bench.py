@@ -1,0 +1,107 @@
+"""`dsocr bench`: throughput of the engine (and of the plain path) on synthetic document pages.
+
+Pages are A4 at 144 dpi (1190 x 1684, so gundam cuts 2 x 3 tiles), every page generates exactly
+`output_tokens` tokens (EOS ignored), so runs are comparable whatever the weights.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+import torch
+from PIL import Image, ImageDraw
+
+from .engine.engine import Engine, EngineStats
+from .model.ocr import DeepseekOCR
+from .preprocess import Mode
+from .prompts import load_prompt
+from .runner import OcrRequest, PlainRunner, settings_for
+from .tokenizer import Tokenizer
+
+A4 = (1190, 1684)
+WORDS = "the of model page table figure results data layout vision token text compression decoder".split()
+
+
+def synthetic_page(seed: int, size: tuple[int, int] = A4) -> Image.Image:
+    """A document-like page: a title, paragraphs of words, a ruled table and a grey figure."""
+    rng = random.Random(seed)
+    w, h = size
+    page = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((w // 10, h // 20), f"Synthetic page {seed}", fill="black", font_size=36)
+    y = h // 8
+    while y < h * 0.5:
+        draw.text((w // 10, y), " ".join(rng.choice(WORDS) for _ in range(12)), fill=(20, 20, 20), font_size=20)
+        y += 30
+    for r in range(6):
+        for c in range(4):
+            x0, y0 = w // 10 + c * 200, int(h * 0.55) + r * 36
+            draw.rectangle([x0, y0, x0 + 200, y0 + 36], outline="black")
+            draw.text((x0 + 8, y0 + 8), f"{rng.random() * 100:.1f}", fill="black", font_size=18)
+    draw.rectangle([w // 10, int(h * 0.8), int(w * 0.7), int(h * 0.95)], fill=(180, 180, 200), outline="black")
+    return page
+
+
+def _requests(n: int, mode: Mode, prompt: str, offset: int = 0):
+    return (OcrRequest(synthetic_page(offset + i), prompt, mode, key=offset + i) for i in range(n))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, output_tokens: int,
+              batch: int | None, baseline: bool, workers: int) -> dict:
+    device = model.lm_head.weight.device
+    settings = settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True)
+    prompt = load_prompt("document")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, timing=True)
+    setup = time.perf_counter() - start
+
+    # one page alone: single-page speed, and the warm-up of every kernel outside the graphs
+    start = time.perf_counter()
+    list(engine.run(_requests(1, mode, prompt, offset=10_000)))
+    single = time.perf_counter() - start
+
+    engine.stats = EngineStats()
+    start = time.perf_counter()
+    results = list(engine.run(_requests(pages, mode, prompt)))
+    _sync(device)
+    wall = time.perf_counter() - start
+    tokens = sum(len(r.token_ids) for r in results)
+    stats = engine.stats
+    peak_batch = max((rows for rows, _ in stats.steps), default=0)
+    steady = [(r, s) for r, s in stats.steps if r >= 0.9 * peak_batch] or [(0, 1.0)]
+    report = {
+        "mode": mode.name, "pages": pages, "output_tokens_per_page": output_tokens,
+        "pages_per_s": pages / wall, "output_tokens_per_s": tokens / wall, "wall_s": wall,
+        "time_to_first_token_s": {"median": statistics.median(stats.first_token_at),
+                                  "max": max(stats.first_token_at)},
+        "vision_ms_per_page": 1000 * stats.vision_seconds / pages,
+        "prefill_s_total": stats.prefill_seconds,
+        "batch": engine.max_batch, "peak_batch": peak_batch,
+        "decode_step_ms_at_peak": 1000 * statistics.median(s for _, s in steady),
+        "steady_decode_tokens_per_s": sum(r for r, _ in steady) / sum(s for _, s in steady),
+        "single_page_tokens_per_s": output_tokens / single,
+        "kv_pages": engine.pool.num_pages, "preemptions": engine.preemptions,
+        "engine_setup_s": setup,
+        "errors": sum(1 for r in results if r.error),
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+    del engine
+    if baseline:
+        plain = PlainRunner(model, tokenizer, settings)
+        start = time.perf_counter()
+        list(plain.run(_requests(1, mode, prompt, offset=20_000)))
+        _sync(device)
+        plain_s = time.perf_counter() - start
+        report["baseline_pages_per_s"] = 1 / plain_s
+        report["baseline_tokens_per_s"] = output_tokens / plain_s
+        report["speedup_vs_baseline"] = report["pages_per_s"] * plain_s
+    return report

@@ -1,0 +1,53 @@
+"""GPU-only checks (run on the device machine; skipped where there is no CUDA): the Triton decode
+kernel against the gather path, and the engine with CUDA graphs against the plain path in fp32."""
+import random
+
+import pytest
+import torch
+
+from dsocr_cli.checkpoint import load_model
+from dsocr_cli.engine.engine import Engine
+from dsocr_cli.engine.paged_kv import PAGE, DecodeKV, PagePool
+from dsocr_cli.runner import PlainRunner, settings_for
+from dsocr_cli.tokenizer import Tokenizer
+from test_engine import pages, requests
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_decode_attention_equals_gather_path(dtype):
+    torch.manual_seed(0)
+    heads, dim, rows = 10, 128, 37
+    pool = PagePool(1, heads, dim, 400, dtype, torch.device("cuda"))
+    pool.k.normal_()
+    pool.v.normal_()
+    lengths = [random.Random(i).randint(1, 1500) for i in range(rows)]
+    pages = torch.randperm(399)[:400].add(1).tolist()
+    table = torch.zeros(rows, 32, dtype=torch.int32)
+    for r, n in enumerate(lengths):
+        table[r, :-(-n // PAGE)] = torch.tensor(random.Random(r).sample(pages, -(-n // PAGE)))
+    table = table.cuda()
+    positions = torch.tensor(lengths, device="cuda") - 1
+    q = torch.randn(rows, heads, 1, dim, device="cuda", dtype=dtype)
+    k = torch.randn(rows, heads, 1, dim, device="cuda", dtype=dtype)
+    v = torch.randn(rows, heads, 1, dim, device="cuda", dtype=dtype)
+    fast = DecodeKV(pool, table, positions, use_triton=True).attend(0, q, k, v)
+    slow = DecodeKV(pool, table, positions, use_triton=False).attend(0, q, k, v)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (fast.float() - slow.float()).abs().max() < tol
+
+
+def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint):
+    model = load_model(tiny_checkpoint, torch.device("cuda"), torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight[1] = model.lm_head.weight[81417] * 1.001
+    tok = Tokenizer.bundled()
+    settings = settings_for(tok, max_new_tokens=48, ngram_size=3, ngram_window=20, loop_span=24)
+    specs = pages(9)
+    plain = {r.key: r for r in PlainRunner(model, tok, settings).run(requests(specs))}
+    engine = Engine(model, tok, settings, max_batch=6, kv_bytes=256 * 1024 ** 2)
+    assert engine.graphs
+    batched = {r.key: r for r in engine.run(requests(specs))}
+    for key, ref in plain.items():
+        assert batched[key].token_ids == ref.token_ids, key
