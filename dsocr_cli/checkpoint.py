@@ -159,6 +159,9 @@ def build_empty(config: ModelConfig) -> DeepseekOCR:
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
     """Build the model from folder/config.json and fill it from the safetensors weights."""
+    if dtype == torch.float32:  # fp32 is the exactness mode: no TF32 shortcuts in matmuls or convolutions
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     model = build_empty(read_config(folder)).to(dtype).to_empty(device=device)
     layout = checkpoint_layout(model)
     files = weight_files(folder)

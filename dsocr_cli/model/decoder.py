@@ -92,6 +92,32 @@ class Router(nn.Module):
         self.weight = nn.Parameter(torch.empty(experts, hidden))
 
 
+_GROUPED_OK: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def grouped_matmul(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """rows (sorted by group, group g ending at ends[g]) @ weights[g]; no host sync either way.
+
+    torch._grouped_mm where this device and dtype have it (CPU; bf16 on Hopper); elsewhere (fp32 on
+    CUDA: the exactness mode) each row is multiplied by its own group's matrix, in chunks.
+    """
+    key = (str(rows.device), rows.dtype)
+    if key not in _GROUPED_OK:
+        try:
+            probe = torch.zeros(16, 16, dtype=rows.dtype, device=rows.device)
+            torch._grouped_mm(probe, torch.zeros(2, 16, 16, dtype=rows.dtype, device=rows.device).transpose(1, 2),
+                              offs=torch.tensor([8, 16], dtype=torch.int32, device=rows.device))
+            _GROUPED_OK[key] = True
+        except (RuntimeError, NotImplementedError):
+            _GROUPED_OK[key] = False
+    if _GROUPED_OK[key]:
+        return torch._grouped_mm(rows, weights, offs=ends)
+    group = torch.searchsorted(ends, torch.arange(rows.shape[0], device=rows.device, dtype=ends.dtype), right=True)
+    chunk = max(1, 2 ** 26 // weights[0].numel())
+    return torch.cat([torch.bmm(rows[i:i + chunk, None], weights[group[i:i + chunk]])[:, 0]
+                      for i in range(0, rows.shape[0], chunk)])
+
+
 class Experts(nn.Module):
     """The routed experts as stacked weights, run as two grouped GEMMs over expert-sorted tokens."""
 
@@ -120,8 +146,8 @@ class Experts(nn.Module):
         # counts by scatter-add, not bincount: bincount asks the host for the maximum (a sync)
         counts = torch.zeros(self.n, dtype=torch.int32, device=x.device)
         ends = counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32)).cumsum(0).to(torch.int32)
-        gate, up = torch._grouped_mm(rows, self.w_gate_up.transpose(1, 2), offs=ends).chunk(2, dim=-1)
-        out = torch._grouped_mm(F.silu(gate) * up, self.w_down.transpose(1, 2), offs=ends)
+        gate, up = grouped_matmul(rows, self.w_gate_up.transpose(1, 2), ends).chunk(2, dim=-1)
+        out = grouped_matmul(F.silu(gate) * up, self.w_down.transpose(1, 2), ends)
         unsorted = torch.empty_like(out)
         unsorted[order] = out
         return (unsorted.view(n, k, -1).float() * weights[..., None]).sum(dim=1).to(x.dtype)
