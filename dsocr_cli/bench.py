@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from functools import partial
 import torch
 from PIL import Image, ImageDraw
 
@@ -43,7 +44,8 @@ def synthetic_page(seed: int, size: tuple[int, int] = A4) -> Image.Image:
 
 
 def _requests(n: int, mode: Mode, prompt: str, offset: int = 0):
-    return (OcrRequest(synthetic_page(offset + i), prompt, mode, key=offset + i) for i in range(n))
+    """Requests whose pages are drawn by the engine's workers (as PDF pages would be rendered)."""
+    return (OcrRequest(partial(synthetic_page, offset + i), prompt, mode, key=offset + i) for i in range(n))
 
 
 def _sync(device: torch.device) -> None:
@@ -52,7 +54,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, output_tokens: int,
-              batch: int | None, baseline: bool, workers: int) -> dict:
+              batch: int | None, baseline: bool, workers: int, profile: bool = False) -> dict:
     device = model.lm_head.weight.device
     settings = settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True)
     prompt = load_prompt("document")
@@ -62,9 +64,9 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
     engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, timing=True)
     setup = time.perf_counter() - start
 
-    # one page alone: single-page speed, and the warm-up of every kernel outside the graphs
+    list(engine.run(_requests(1, mode, prompt, offset=10_000)))  # warm-up: kernels outside the graphs
     start = time.perf_counter()
-    list(engine.run(_requests(1, mode, prompt, offset=10_000)))
+    list(engine.run(_requests(1, mode, prompt, offset=10_001)))  # one page alone
     single = time.perf_counter() - start
 
     engine.stats = EngineStats()
@@ -94,6 +96,8 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
     }
+    if profile:
+        report["profile"] = profile_decode(engine, mode, prompt)
     del engine
     if baseline:
         plain = PlainRunner(model, tokenizer, settings)
@@ -105,3 +109,30 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
         report["baseline_tokens_per_s"] = output_tokens / plain_s
         report["speedup_vs_baseline"] = report["pages_per_s"] * plain_s
     return report
+
+
+def profile_decode(engine: Engine, mode: Mode, prompt: str, steps: int = 20) -> list[dict]:
+    """Device time per decode step by kernel, over `steps` steps taken once the batch is full."""
+    from torch.profiler import ProfilerActivity, profile
+
+    full = engine.max_batch
+    window = (full * 100, full * (100 + steps))  # counted in generated tokens: one per row and step
+    prof = profile(activities=[ProfilerActivity.CUDA])
+    count = 0
+
+    def on_token(key, token):
+        nonlocal count
+        count += 1
+        if count == window[0]:
+            prof.start()
+        elif count == window[1]:
+            prof.stop()
+
+    list(engine.run(_requests(full, mode, prompt, offset=30_000), on_token=on_token))
+    rows = []
+    for event in prof.key_averages():
+        device_us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        if device_us:
+            rows.append({"kernel": event.key[:90], "ms_per_step": device_us / 1000 / steps, "calls_per_step": event.count / steps})
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return rows[:15]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 
 from .errors import DsocrError
 from .tokenizer import Tokenizer
@@ -21,13 +22,21 @@ class PromptError(DsocrError):
     pass
 
 
+def _prompt_dir():
+    """prompts/ is installed as dsocr_cli.prompt_files; a source tree run without install reads it directly."""
+    try:
+        return files("dsocr_cli.prompt_files")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "prompts"
+
+
 def prompt_names() -> list[str]:
-    return sorted(p.name[:-4] for p in files("dsocr_cli.prompt_files").iterdir() if p.name.endswith(".txt"))
+    return sorted(p.name[:-4] for p in _prompt_dir().iterdir() if p.name.endswith(".txt"))
 
 
 def load_prompt(name: str) -> str:
     """The text of prompts/<name>.txt."""
-    path = files("dsocr_cli.prompt_files") / f"{name}.txt"
+    path = _prompt_dir() / f"{name}.txt"
     if not path.is_file():
         raise PromptError(f"no prompt named {name!r} (known: {', '.join(prompt_names())})")
     return path.read_text(encoding="utf-8")

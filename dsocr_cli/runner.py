@@ -26,7 +26,7 @@ NGRAM_WHITELIST = ("<td>", "</td>")
 
 @dataclass
 class OcrRequest:
-    image: Image.Image       # RGB, EXIF orientation applied
+    image: Image.Image | Callable[[], Image.Image]  # RGB page, or a picklable callable producing it
     prompt: str
     mode: Mode
     key: object = None       # the caller's tag, returned with the result
@@ -42,6 +42,10 @@ class OcrResult:
     vision_tokens: int
     token_logprobs: list[float] | None = None
     error: str | None = None  # set when the request could not be run at all (finish_reason "error")
+
+
+def page_image(request: OcrRequest) -> Image.Image:
+    return request.image() if callable(request.image) else request.image
 
 
 class Runner(Protocol):
@@ -91,7 +95,7 @@ class PlainRunner:
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
 
     def run_one(self, request: OcrRequest) -> OcrResult:
-        image = prepare_image(request.image, request.mode)
+        image = prepare_image(page_image(request), request.mode)
         prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
         out = generate(self.model, prompt.ids, prompt.image_mask, vision_embeddings(self.model, image),
                        self.settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs)

@@ -25,6 +25,7 @@ def bench(
     output_tokens: Annotated[int, typer.Option("--output-tokens", min=1, help="Tokens generated per page (EOS ignored).")] = 1000,
     batch: Annotated[str, typer.Option("--batch", help="Rows decoded together: auto (from free GPU memory) or N.")] = "auto",
     baseline: Annotated[bool, typer.Option("--baseline", help="Also time the plain unbatched path on one page.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Also list the kernels a full-batch decode step spends its time in.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -46,7 +47,7 @@ def bench(
         warn("benchmarking on the CPU: expect seconds per token")
     workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if net.lm_head.weight.device.type == "cuda" else 0
     report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens,
-                       None if batch == "auto" else int(batch), baseline, workers)
+                       None if batch == "auto" else int(batch), baseline, workers, profile)
     report["model"] = "random weights (full size)" if random_weights else checkpoint.model_name(model)
     report["load_s"] = load_s
     report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
@@ -56,6 +57,7 @@ def bench(
     table = Table(title=f"dsocr bench: {report['mode']} mode, {pages} pages x {output_tokens} tokens")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    kernels = report.pop("profile", None)
     for key, value in report.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
@@ -63,3 +65,10 @@ def bench(
             value = f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
         table.add_row(key.replace("_", " "), str(value))
     Console().print(table)
+    if kernels:
+        top = Table(title="full-batch decode step: device time by kernel")
+        for column in ("kernel", "ms/step", "calls/step"):
+            top.add_column(column)
+        for row in kernels:
+            top.add_row(row["kernel"], f"{row['ms_per_step']:.3f}", f"{row['calls_per_step']:.0f}")
+        Console().print(top)

@@ -23,7 +23,7 @@ from ..model.ocr import DeepseekOCR
 from ..preprocess import normalize
 from ..runner import OcrRequest, OcrResult, decode_output
 from ..tokenizer import Tokenizer
-from .feeder import Prepared, prepared_stream
+from .feeder import Feeder, Prepared
 from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
 
@@ -159,24 +159,27 @@ class Engine:
         `on_token(key, token)` sees every generated token as it comes (streaming)."""
         self.on_token = on_token
         self.started = time.perf_counter()
-        source = prepared_stream(requests, self.tokenizer, self.workers)
+        feeder = Feeder(requests, self.tokenizer, self.workers)
         waiting: deque[Prepared] = deque()
         counter = itertools.count()
-        exhausted = False
-        while True:
-            while not exhausted and len(waiting) < self.max_batch:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                elif item.error:
-                    yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error)
-                else:
-                    waiting.append(item)
-            if not (waiting or self.rows):
-                return
-            yield from self._admit(waiting, counter)
-            if self.rows:
-                yield from self._decode(waiting)
+        try:
+            while True:
+                # keep a batch worth of prepared pages waiting; block only when the GPU has nothing to do
+                idle = not (waiting or self.rows)
+                for item in feeder.take(self.max_batch - len(waiting), wait=idle):
+                    if item.error:
+                        yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error)
+                    else:
+                        waiting.append(item)
+                if not (waiting or self.rows):
+                    if feeder.done:
+                        return
+                    continue
+                yield from self._admit(waiting, counter)
+                if self.rows:
+                    yield from self._decode(waiting)
+        finally:
+            feeder.close()
 
     def _admit(self, waiting: deque[Prepared], counter) -> Iterator[OcrResult]:
         free_rows = self.max_batch - len(self.rows)

@@ -1,8 +1,9 @@
 """CPU side of the engine: requests -> model inputs, in worker processes, a bounded number ahead.
 
-Resizing, padding and tile cutting cost tens of milliseconds a page; done in the GPU process they
-would starve it. Workers return uint8 arrays (4x smaller than floats); normalisation happens on the
-device.
+Rendering a PDF page, resizing, padding and cutting tiles cost tens of milliseconds a page; done in
+the GPU process they would starve it. A request's image may be a picklable callable that produces
+the page (a PDF page reference, a synthetic page), so even rendering happens in the workers.
+Workers return uint8 arrays (4x smaller than floats); normalisation happens on the device.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ..preprocess import ImageInput, Mode, prepare_image
+from ..preprocess import ImageInput, prepare_image
 from ..prompts import PromptIds, build_prompt_ids
-from ..runner import OcrRequest
+from ..runner import OcrRequest, page_image
 from ..tokenizer import Tokenizer
 
 
@@ -27,17 +28,18 @@ class Prepared:
     error: str | None = None
 
 
-def _views(image, mode: Mode):
+def _views(request: OcrRequest):
     """Worker side: numpy views (pickle cheaply) or an error message."""
     try:
-        prepared = prepare_image(image, mode)
+        prepared = prepare_image(page_image(request), request.mode)
     except Exception as exc:  # a page that cannot be prepared fails alone, with its reason
-        return f"preprocessing failed: {exc}"
+        return f"{type(exc).__name__}: {exc}"
     tiles = prepared.tiles.numpy() if prepared.tiles is not None else None
     return prepared.global_view.numpy(), tiles, prepared.grid, prepared.token_count
 
 
 def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
+    request.image = None  # the page is no longer needed: memory stays flat over long batches
     if isinstance(views, str):
         return Prepared(request, None, None, views)
     global_view, tiles, grid, count = views
@@ -47,24 +49,47 @@ def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
         prompt = build_prompt_ids(tokenizer, request.prompt, count)
     except Exception as exc:
         return Prepared(request, None, None, str(exc))
-    request.image = None  # the page image is no longer needed: keep memory flat over long batches
     return Prepared(request, image, prompt)
 
 
-def prepared_stream(requests: Iterable[OcrRequest], tokenizer: Tokenizer, workers: int = 0,
-                    depth: int = 64) -> Iterator[Prepared]:
-    """Prepared requests in input order; with workers > 0, up to `depth` are prepared ahead."""
-    if workers <= 0:
-        for request in requests:
-            yield _assemble(request, _views(request.image, request.mode), tokenizer)
-        return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        ahead: deque = deque()
-        for request in requests:
-            ahead.append((request, pool.apply_async(_views, (request.image, request.mode))))
-            if len(ahead) >= depth:
-                req, job = ahead.popleft()
-                yield _assemble(req, job.get(), tokenizer)
-        while ahead:
-            req, job = ahead.popleft()
-            yield _assemble(req, job.get(), tokenizer)
+class Feeder:
+    """Prepared requests in input order; with workers, up to `depth` are prepared ahead."""
+
+    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, workers: int = 0, depth: int = 128):
+        self.requests: Iterator[OcrRequest] = iter(requests)
+        self.tokenizer = tokenizer
+        self.depth = depth
+        self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
+        self.ahead: deque = deque()
+        self.exhausted = False
+
+    @property
+    def done(self) -> bool:
+        return self.exhausted and not self.ahead
+
+    def _submit(self) -> None:
+        while not self.exhausted and len(self.ahead) < self.depth:
+            request = next(self.requests, None)
+            if request is None:
+                self.exhausted = True
+            else:
+                self.ahead.append((request, self.pool.apply_async(_views, (request,))))
+
+    def take(self, n: int, wait: bool) -> list[Prepared]:
+        """Up to n prepared requests that are ready now; with `wait`, block for at least one."""
+        out: list[Prepared] = []
+        if self.pool is None:
+            while len(out) < n and (request := next(self.requests, None)) is not None:
+                out.append(_assemble(request, _views(request), self.tokenizer))
+            self.exhausted = len(out) < n
+            return out
+        self._submit()
+        while self.ahead and len(out) < n and (self.ahead[0][1].ready() or (wait and not out)):
+            request, job = self.ahead.popleft()
+            out.append(_assemble(request, job.get(), self.tokenizer))
+            self._submit()
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()

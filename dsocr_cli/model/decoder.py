@@ -92,25 +92,14 @@ class Router(nn.Module):
         self.weight = nn.Parameter(torch.empty(experts, hidden))
 
 
-_GROUPED_OK: dict[tuple[str, torch.dtype], bool] = {}
-
-
 def grouped_matmul(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """rows (sorted by group, group g ending at ends[g]) @ weights[g]; no host sync either way.
+    """rows (sorted by group, group g ending at ends[g]) @ weights[g], with no host sync.
 
-    torch._grouped_mm where this device and dtype have it (CPU; bf16 on Hopper); elsewhere (fp32 on
-    CUDA: the exactness mode) each row is multiplied by its own group's matrix, in chunks.
+    torch._grouped_mm on the CPU and for bf16 on Hopper (its fast kernel); elsewhere (fp32 on CUDA,
+    the exactness mode, or older GPUs, where torch's own fallback reads the offsets on the host)
+    each row is multiplied by its own group's matrix, in chunks.
     """
-    key = (str(rows.device), rows.dtype)
-    if key not in _GROUPED_OK:
-        try:
-            probe = torch.zeros(16, 16, dtype=rows.dtype, device=rows.device)
-            torch._grouped_mm(probe, torch.zeros(2, 16, 16, dtype=rows.dtype, device=rows.device).transpose(1, 2),
-                              offs=torch.tensor([8, 16], dtype=torch.int32, device=rows.device))
-            _GROUPED_OK[key] = True
-        except (RuntimeError, NotImplementedError):
-            _GROUPED_OK[key] = False
-    if _GROUPED_OK[key]:
+    if rows.device.type == "cpu" or (rows.dtype == torch.bfloat16 and torch.cuda.get_device_capability(rows.device) >= (9, 0)):
         return torch._grouped_mm(rows, weights, offs=ends)
     group = torch.searchsorted(ends, torch.arange(rows.shape[0], device=rows.device, dtype=ends.dtype), right=True)
     chunk = max(1, 2 ** 26 // weights[0].numel())
