@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 _TABLE = re.compile(r"<table\b.*?(?:</table>|$)", re.S | re.I)
+_PIPE_SEPARATOR = r"\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)*\|?"
+_PIPE_TABLE = re.compile(r"^[ \t]*\|.*\n[ \t]*" + _PIPE_SEPARATOR + r"[ \t]*$(?:\n[ \t]*\|.*)*", re.M)
 
 
 @dataclass
@@ -109,11 +111,16 @@ def find_html_tables(text: str) -> list[re.Match]:
     return list(_TABLE.finditer(text))
 
 
+def find_markdown_tables(text: str) -> list[re.Match]:
+    """Each pipe table (header line, --- separator, rows) in text."""
+    return list(_PIPE_TABLE.finditer(text))
+
+
 def parse_markdown_table(text: str) -> Table | None:
     """A pipe table (header, --- separator, rows) anywhere in text, or None."""
     lines = [ln.strip() for ln in text.splitlines()]
     for i in range(len(lines) - 1):
-        if lines[i].startswith("|") and re.fullmatch(r"\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?", lines[i + 1]):
+        if lines[i].startswith("|") and re.fullmatch(_PIPE_SEPARATOR, lines[i + 1]):
             rows = [lines[i]] + list(itertools.takewhile(lambda ln: ln.startswith("|"), lines[i + 2:]))
             return Table([[Cell(html.unescape(c.strip()), header=(r == 0)) for c in _split_pipes(row)]
                           for r, row in enumerate(rows)])
