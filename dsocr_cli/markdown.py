@@ -227,17 +227,22 @@ def _convert(text: str, options: RenderOptions, inline: bool = False) -> list[st
     for span in _SPANS.finditer(text):
         current += _prose(text[pos:span.start()], dollars)
         pos = span.end()
-        if span.group("ticks") or not dollars:
-            current += span.group(0) if span.group("ticks") else _colons(span.group(0))
-        elif span.group("inline") is not None or inline:
-            math = " ".join(_colons(span.group("inline") if span.group("inline") is not None
-                                    else span.group("display")).split())
-            current += f"${math}$" if math else ""
+        if span.group("ticks"):
+            current += span.group(0)                               # code span: verbatim
+        elif not dollars:
+            current += _colons(span.group(0))                      # LaTeX delimiters kept
+        elif span.group("display") is None or inline:
+            body = " ".join(_colons(span.group("inline") or span.group("display") or "").split())
+            current += f"${body}$" if body else ""
         else:
-            lines = [ln.rstrip() for ln in _colons(span.group("display")).strip().split("\n") if ln.strip()]
-            pieces += [current, "$$\n" + "\n".join(lines) + "\n$$" if lines else ""]
+            pieces += [current, _display_math(span.group("display"))]
             current = ""
     return pieces + [current + _prose(text[pos:], dollars)]
+
+
+def _display_math(body: str) -> str:
+    lines = [line.rstrip() for line in _colons(body).strip().split("\n") if line.strip()]
+    return "$$\n" + "\n".join(lines) + "\n$$" if lines else ""
 
 
 def _prose(text: str, dollars: bool) -> str:
