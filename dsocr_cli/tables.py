@@ -144,3 +144,17 @@ def to_pipe_table(table: Table) -> str:
         return "| " + " | ".join(c.replace("|", "\\|").replace("\n", "<br>") for c in cells) + " |"
 
     return "\n".join([line(grid[0]), "|" + "---|" * len(grid[0])] + [line(r) for r in grid[1:]])
+
+
+def to_html_table(table: Table) -> str:
+    """Balanced HTML rebuilt from the parsed cells (spans kept, text escaped), one row per line.
+
+    Rebuilding rather than passing the model's HTML through closes what truncation left open and
+    keeps blank lines out, so a Markdown renderer sees one HTML block that ends where the table does.
+    """
+    def cell(c: Cell) -> str:
+        tag = "th" if c.header else "td"
+        spans = "".join(f' {name}="{n}"' for name, n in (("rowspan", c.rowspan), ("colspan", c.colspan)) if n > 1)
+        return f"<{tag}{spans}>{html.escape(c.text, quote=False).replace(chr(10), '<br>')}</{tag}>"
+
+    return "\n".join(["<table>"] + ["<tr>" + "".join(map(cell, row)) + "</tr>" for row in table.rows] + ["</table>"])

@@ -1,0 +1,68 @@
+"""The layout JSON: what the model found on each page, in reading order, with its boxes.
+
+Schema, version 1 (keys always present):
+
+    {"version": 1,
+     "source": "report.pdf",
+     "meta": {...},                          # what the caller adds: model, mode, prompt, dpi, ...
+     "pages": [{
+        "page": 1,                           # page number in the source, from 1
+        "size": [width, height],             # page pixels, the frame of every boxes_px
+        "finish_reason": "eos",              # eos | length | repetition
+        "flags": [],                         # any of: incomplete (not eos), ungrounded (no layout
+                                             #   tags: free OCR), malformed (unreadable tags or boxes)
+        "problems": ["page 1, block 3 (table): ..."],
+        "raw": "<|ref|>title<|/ref|>...",    # the model's output as generated
+        "blocks": [{                         # in the model's (reading) order
+            "label": "title",                # text, title, sub_title, image, table, equation, ...
+            "text": "# Report",              # the block's content, tags removed
+            "boxes": [[x1, y1, x2, y2]],     # on the model's 0..999 grid, several allowed
+            "boxes_px": [[x1, y1, x2, y2]],  # the same in page pixels
+        }]}]}
+
+`raw` makes the file self-sufficient: `--from-raw` renders the Markdown again from it alone.
+"""
+from __future__ import annotations
+
+from .errors import DsocrError
+from .grounding import parse_blocks, to_pixels
+
+VERSION = 1
+
+
+def page_layout(raw: str, page_number: int, page_size: tuple[int, int], finish_reason: str = "eos",
+                problems: list[str] = ()) -> dict:
+    width, height = page_size
+    blocks = parse_blocks(raw)
+    flags = [name for name, on in (("incomplete", finish_reason != "eos"),
+                                   ("ungrounded", bool(raw.strip()) and "<|ref|>" not in raw),
+                                   ("malformed", any(b.problems for b in blocks))) if on]
+    return {"page": page_number, "size": [width, height], "finish_reason": finish_reason, "flags": flags,
+            "problems": list(problems), "raw": raw,
+            "blocks": [{"label": b.label, "text": b.text, "boxes": [list(box) for box in b.boxes],
+                        "boxes_px": [list(to_pixels(box, width, height)) for box in b.boxes]}
+                       for b in blocks]}
+
+
+def document_layout(source: str, pages: list[dict], **meta) -> dict:
+    return {"version": VERSION, "source": source, "meta": meta, "pages": pages}
+
+
+def raw_pages_from_layout(doc: dict) -> list[tuple[int, str, str, tuple[int, int]]]:
+    """(page_number, raw, finish_reason, size) per page of a layout document, checked."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("pages"), list) or "version" not in doc:
+        raise DsocrError("not a dsocr layout file (expected an object with 'version' and 'pages')")
+    if not isinstance(doc["version"], int) or not 1 <= doc["version"] <= VERSION:
+        raise DsocrError(f"layout file version {doc['version']!r} is not one this dsocr reads (1..{VERSION})")
+    pages = []
+    for n, page in enumerate(doc["pages"], 1):
+        try:
+            number, raw, reason = page["page"], page["raw"], page.get("finish_reason", "eos")
+            width, height = page["size"]
+        except (TypeError, KeyError, ValueError):
+            raise DsocrError(f"layout file: page entry {n} lacks 'page', 'raw' or a [width, height] 'size'") from None
+        if not (isinstance(number, int) and isinstance(raw, str) and isinstance(reason, str)
+                and all(isinstance(v, int) and v > 0 for v in (width, height))):
+            raise DsocrError(f"layout file: page entry {n} has a wrong type in 'page', 'raw', 'finish_reason' or 'size'")
+        pages.append((number, raw, reason, (width, height)))
+    return pages
