@@ -85,18 +85,28 @@ def vision_token_count(mode: Mode, width: int, height: int) -> int:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow image as 8-bit RGB; transparency is composited onto white (pages are paper)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        if arr.max() > 255:  # 16-bit samples
-            arr = arr / 257.0
-        image = Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), "L")
-    if image.mode == "P":
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _grey8(image)
+    if image.mode == "P" or "transparency" in image.info:  # palette or tRNS transparency -> alpha
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _grey8(image: Image.Image) -> Image.Image:
+    """Deep greyscale as 8-bit: 16-bit samples / 257, float samples in 0..1 * 255.
+
+    Mode "I" (32-bit) does not say its depth: it is taken as 16-bit when a sample exceeds 255.
+    """
+    arr = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and arr.max() > 255):
+        arr = arr / 257.0
+    elif image.mode == "F" and arr.max() <= 1.0:
+        arr = arr * 255.0
+    return Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), "L")
 
 
 def orient(image: Image.Image) -> Image.Image:
