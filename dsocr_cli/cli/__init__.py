@@ -7,12 +7,15 @@ import warnings
 import typer
 
 from ..errors import DsocrError
-from . import bench, info, ocr
+from . import bench, compress, info, ocr
+from .eval import eval_
 
 app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.command("ocr")(ocr.ocr)
 app.command("info")(info.info)
+app.command("compress")(compress.compress)
+app.command("eval")(eval_)
 app.command("bench")(bench.bench)
 
 
