@@ -62,12 +62,20 @@ class RelPosAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, dim = x.shape
         q, k, v = self.qkv(x).reshape(b, h * w, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        # The bias is computed from the unscaled query, then added to the scaled logits.
-        grid_q = q.reshape(b, self.heads, h, w, -1)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, relative_positions(self.rel_pos_h, h))
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, relative_positions(self.rel_pos_w, w))
-        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, self.heads, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        head_dim = q.shape[-1]
+        # Decomposed relative position bias: bias[i, j] = q_i . Rh[row_i - row_j] + q_i . Rw[col_i - col_j],
+        # from the unscaled query. Rather than materialise the (hw x hw) bias, append the two per-query
+        # terms to q and matching one-hot row/column indicators to k: q'.k'_j = scale q.k_j + bias[i, j],
+        # and the whole thing runs in a fused (flash) attention kernel.
+        grid_q = q.reshape(b, self.heads, h, w, head_dim)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, relative_positions(self.rel_pos_h, h)).reshape(b, self.heads, h * w, h)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, relative_positions(self.rel_pos_w, w)).reshape(b, self.heads, h * w, w)
+        rows = torch.eye(h, dtype=k.dtype, device=k.device).repeat_interleave(w, dim=0)   # token j -> its row
+        cols = torch.eye(w, dtype=k.dtype, device=k.device).repeat(h, 1)                  # token j -> its column
+        q_aug = torch.cat([q * head_dim ** -0.5, rel_h, rel_w], dim=-1)
+        k_aug = torch.cat([k, rows.expand(b, self.heads, -1, -1), cols.expand(b, self.heads, -1, -1)], dim=-1)
+        v_aug = F.pad(v, (0, h + w))  # fused kernels want one head size for q, k and v
+        out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., :head_dim]
         return self.proj(out.transpose(1, 2).reshape(b, h, w, dim))
 
 
