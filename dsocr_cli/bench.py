@@ -98,6 +98,7 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
     }
     if profile:
         report["profile"] = profile_decode(engine, mode, prompt)
+    engine.close()
     del engine
     if baseline:
         plain = PlainRunner(model, tokenizer, settings)

@@ -83,3 +83,23 @@ def test_engine_matches_plain_path_over_a_mixed_batch(eos_prone_model, guard, kv
     reasons = {r.finish_reason for r in plain.values()}
     assert "length" in reasons and "eos" in reasons and (guard["ngram_size"] or "repetition" in reasons)
     assert (engine.preemptions > 0) == (kv_pages == 20)
+
+
+def test_engine_keeps_its_workers_and_recovers_from_an_abandoned_run(eos_prone_model):
+    """Worker processes serve several runs; a run the caller stops reading frees its KV pages."""
+    tok = Tokenizer.bundled()
+    settings = settings_for(tok, max_new_tokens=24, ngram_size=0)
+    specs = pages(4, seed=1)
+    engine = Engine(eos_prone_model, tok, settings, max_batch=2, workers=1, kv_bytes=64 * PAGE_BYTES)
+    try:
+        first = {r.key: r.token_ids for r in engine.run(requests(specs))}
+        pool = engine.worker_pool
+        free = engine.pool.free_pages
+        partial = engine.run(requests(specs))
+        next(partial)
+        partial.close()  # stop reading mid-run
+        assert engine.pool.free_pages == free and not engine.rows
+        again = {r.key: r.token_ids for r in engine.run(requests(specs))}
+        assert engine.worker_pool is pool and again == first
+    finally:
+        engine.close()

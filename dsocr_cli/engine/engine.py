@@ -23,7 +23,7 @@ from ..model.ocr import DeepseekOCR
 from ..preprocess import normalize
 from ..runner import OcrRequest, OcrResult, decode_output
 from ..tokenizer import Tokenizer
-from .feeder import Feeder, Prepared
+from .feeder import Feeder, Prepared, worker_pool
 from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
 
@@ -70,6 +70,7 @@ class Engine:
         self.device = model.lm_head.weight.device
         self.eos = model.config.decoder.eos_token_id
         self.workers = workers
+        self.worker_pool = None
         self.timing = timing
         self.stats = EngineStats()
         self.on_token: Callable[[object, int], None] | None = None
@@ -159,7 +160,9 @@ class Engine:
         `on_token(key, token)` sees every generated token as it comes (streaming)."""
         self.on_token = on_token
         self.started = time.perf_counter()
-        feeder = Feeder(requests, self.tokenizer, self.workers)
+        if self.workers and self.worker_pool is None:
+            self.worker_pool = worker_pool(self.workers)
+        feeder = Feeder(requests, self.tokenizer, self.worker_pool)
         waiting: deque[Prepared] = deque()
         counter = itertools.count()
         try:
@@ -179,7 +182,7 @@ class Engine:
                 if self.rows:
                     yield from self._decode(waiting)
         finally:
-            feeder.close()
+            self._abandon()
 
     def _admit(self, waiting: deque[Prepared], counter) -> Iterator[OcrResult]:
         free_rows = self.max_batch - len(self.rows)
@@ -309,6 +312,18 @@ class Engine:
         self.positions[freed] = 0
         self.tables[freed] = 0
         self.history[freed] = -1
+
+    def _abandon(self) -> None:
+        """A run left early (the caller stopped reading): free what its pages held for the next run."""
+        for seq in self.rows:
+            self.pool.release(seq.pages)
+        self._remove_rows(list(range(len(self.rows))))
+
+    def close(self) -> None:
+        """Stop the preprocessing workers (they are kept between runs: starting them takes seconds)."""
+        if self.worker_pool is not None:
+            self.worker_pool.terminate()
+            self.worker_pool = None
 
     def _grow_pages(self, waiting: deque[Prepared]) -> None:
         """Give a page to every row whose next token starts one; preempt the youngest when short."""

@@ -52,14 +52,22 @@ def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
     return Prepared(request, image, prompt)
 
 
-class Feeder:
-    """Prepared requests in input order; with workers, up to `depth` are prepared ahead."""
+def worker_pool(workers: int):
+    """Spawned (not forked: the parent holds CUDA state) preprocessing workers; None for in-process."""
+    return multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
 
-    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, workers: int = 0, depth: int = 128):
+
+class Feeder:
+    """Prepared requests in input order; with a worker pool, up to `depth` are prepared ahead.
+
+    The pool belongs to the caller and outlives the feeder: starting spawned workers takes seconds.
+    """
+
+    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, pool=None, depth: int = 128):
         self.requests: Iterator[OcrRequest] = iter(requests)
         self.tokenizer = tokenizer
         self.depth = depth
-        self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
+        self.pool = pool
         self.ahead: deque = deque()
         self.exhausted = False
 
@@ -89,7 +97,3 @@ class Feeder:
             out.append(_assemble(request, job.get(), self.tokenizer))
             self._submit()
         return out
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
