@@ -72,9 +72,10 @@ class RelPosAttention(nn.Module):
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, relative_positions(self.rel_pos_w, w)).reshape(b, self.heads, h * w, w)
         rows = torch.eye(h, dtype=k.dtype, device=k.device).repeat_interleave(w, dim=0)   # token j -> its row
         cols = torch.eye(w, dtype=k.dtype, device=k.device).repeat(h, 1)                  # token j -> its column
-        q_aug = torch.cat([q * head_dim ** -0.5, rel_h, rel_w], dim=-1)
-        k_aug = torch.cat([k, rows.expand(b, self.heads, -1, -1), cols.expand(b, self.heads, -1, -1)], dim=-1)
-        v_aug = F.pad(v, (0, h + w))  # fused kernels want one head size for q, k and v
+        pad = -(head_dim + h + w) % 8  # fused kernels want one head size for q, k, v, a multiple of 8
+        q_aug = F.pad(torch.cat([q * head_dim ** -0.5, rel_h, rel_w], dim=-1), (0, pad))
+        k_aug = F.pad(torch.cat([k, rows.expand(b, self.heads, -1, -1), cols.expand(b, self.heads, -1, -1)], dim=-1), (0, pad))
+        v_aug = F.pad(v, (0, h + w + pad))
         out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., :head_dim]
         return self.proj(out.transpose(1, 2).reshape(b, h, w, dim))
 
