@@ -42,6 +42,7 @@ class OcrResult:
     vision_tokens: int
     token_logprobs: list[float] | None = None
     error: str | None = None  # set when the request could not be run at all (finish_reason "error")
+    page_size: tuple[int, int] | None = None  # the page image's (width, height), when it could be read
 
 
 def page_image(request: OcrRequest) -> Image.Image:
@@ -49,8 +50,9 @@ def page_image(request: OcrRequest) -> Image.Image:
 
 
 class Runner(Protocol):
-    def run(self, requests: Iterable[OcrRequest]) -> Iterator[OcrResult]:
-        """Results carry their request's key; a batched runner may yield them out of order."""
+    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
+        """Results carry their request's key; a batched runner may yield them out of order.
+        `settings` replaces the runner's generation settings (same max_new_tokens or fewer) for this run."""
 
 
 def settings_for(tokenizer: Tokenizer, **overrides) -> GenerationSettings:
@@ -94,17 +96,19 @@ class PlainRunner:
                  logprobs: bool = False):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
 
-    def run_one(self, request: OcrRequest) -> OcrResult:
-        image = prepare_image(page_image(request), request.mode)
+    def run_one(self, request: OcrRequest, settings: GenerationSettings | None = None) -> OcrResult:
+        page = page_image(request)
+        image = prepare_image(page, request.mode)
         prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
         out = generate(self.model, prompt.ids, prompt.image_mask, vision_embeddings(self.model, image),
-                       self.settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs)
+                       settings or self.settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs)
         return OcrResult(request.key, decode_output(self.tokenizer, out.token_ids), out.token_ids,
-                         out.finish_reason, out.prompt_tokens, out.vision_tokens, out.token_logprobs)
+                         out.finish_reason, out.prompt_tokens, out.vision_tokens, out.token_logprobs,
+                         page_size=page.size)
 
-    def run(self, requests: Iterable[OcrRequest]) -> Iterator[OcrResult]:
+    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
         for request in requests:
-            yield self.run_one(request)
+            yield self.run_one(request, settings)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -103,3 +103,17 @@ def test_engine_keeps_its_workers_and_recovers_from_an_abandoned_run(eos_prone_m
         assert engine.worker_pool is pool and again == first
     finally:
         engine.close()
+
+
+def test_engine_switches_settings_between_runs_like_the_plain_path(eos_prone_model):
+    """A retry pass runs with a stronger guard on the same engine: its output is the plain path's."""
+    tok = Tokenizer.bundled()
+    loose = settings_for(tok, max_new_tokens=32, ngram_size=0)
+    strict = settings_for(tok, max_new_tokens=32, ngram_size=2, ngram_window=16)
+    specs = pages(3, seed=2)
+    engine = Engine(eos_prone_model, tok, loose, max_batch=2, kv_bytes=64 * PAGE_BYTES)
+    for settings in (strict, loose):
+        plain = {r.key: r.token_ids for r in PlainRunner(eos_prone_model, tok, settings).run(requests(specs))}
+        got = {r.key: (r.token_ids, r.page_size) for r in engine.run(requests(specs), settings=settings)}
+        assert {k: ids for k, (ids, _) in got.items()} == plain
+        assert all(size == specs[k][0].size for k, (_, size) in got.items())

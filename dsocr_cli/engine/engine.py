@@ -113,6 +113,16 @@ class Engine:
         self.rows: list[Sequence] = []
         self.preemptions = 0
 
+    def _use_settings(self, settings: GenerationSettings) -> None:
+        """The guard's sizes are baked into the captured steps: new settings mean new state and graphs."""
+        if settings.max_new_tokens > self.settings.max_new_tokens:
+            raise ValueError("an engine's max_new_tokens can only shrink (its page tables are sized for it)")
+        self.settings = settings
+        self._init_state()
+        if self.graphs:
+            self.graphs = {}
+            self._capture_graphs()
+
     def _capture_graphs(self) -> None:
         """One CUDA graph per batch-size bucket, captured while every row is inactive (rows write
         to the scratch page and keep position 0), largest first so they share one memory pool."""
@@ -154,10 +164,13 @@ class Engine:
     # ---- the loop -------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def run(self, requests: Iterable[OcrRequest],
+    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
             on_token: Callable[[object, int], None] | None = None) -> Iterator[OcrResult]:
         """Results as pages finish (not in input order); each carries its request's key.
+        `settings` replaces the generation settings from this run on (a retry's stronger guard);
         `on_token(key, token)` sees every generated token as it comes (streaming)."""
+        if settings is not None and settings != self.settings:
+            self._use_settings(settings)
         self.on_token = on_token
         self.started = time.perf_counter()
         if self.workers and self.worker_pool is None:
@@ -171,7 +184,8 @@ class Engine:
                 idle = not (waiting or self.rows)
                 for item in feeder.take(self.max_batch - len(waiting), wait=idle):
                     if item.error:
-                        yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error)
+                        yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error,
+                                        page_size=item.page_size)
                     else:
                         waiting.append(item)
                 if not (waiting or self.rows):
@@ -201,7 +215,8 @@ class Engine:
             if longest > min(self.pool.num_pages - 1, self.table_width):
                 waiting.popleft()
                 yield OcrResult(prepared.request.key, "", [], "error", len(prepared.prompt.ids),
-                                prepared.image.token_count, error="prompt too long for the KV cache")
+                                prepared.image.token_count, error="prompt too long for the KV cache",
+                                page_size=prepared.page_size)
                 continue
             if self.pool.free_pages < need + reserve:
                 break
@@ -387,4 +402,5 @@ class Engine:
         seq.pages = []
         request = seq.prepared.request
         return OcrResult(request.key, decode_output(self.tokenizer, seq.generated), seq.generated, reason,
-                         seq.prompt_len, seq.prepared.image.token_count, seq.logprobs if self.logprobs else None)
+                         seq.prompt_len, seq.prepared.image.token_count, seq.logprobs if self.logprobs else None,
+                         page_size=seq.prepared.page_size)

@@ -26,30 +26,32 @@ class Prepared:
     image: ImageInput | None
     prompt: PromptIds | None
     error: str | None = None
+    page_size: tuple[int, int] | None = None
 
 
 def _views(request: OcrRequest):
     """Worker side: numpy views (pickle cheaply) or an error message."""
     try:
-        prepared = prepare_image(page_image(request), request.mode)
+        page = page_image(request)
+        prepared = prepare_image(page, request.mode)
     except Exception as exc:  # a page that cannot be prepared fails alone, with its reason
         return f"{type(exc).__name__}: {exc}"
     tiles = prepared.tiles.numpy() if prepared.tiles is not None else None
-    return prepared.global_view.numpy(), tiles, prepared.grid, prepared.token_count
+    return prepared.global_view.numpy(), tiles, prepared.grid, prepared.token_count, page.size
 
 
 def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
     request.image = None  # the page is no longer needed: memory stays flat over long batches
     if isinstance(views, str):
         return Prepared(request, None, None, views)
-    global_view, tiles, grid, count = views
+    global_view, tiles, grid, count, size = views
     image = ImageInput(torch.from_numpy(global_view), torch.from_numpy(tiles) if tiles is not None else None,
                        grid, count)
     try:
         prompt = build_prompt_ids(tokenizer, request.prompt, count)
     except Exception as exc:
-        return Prepared(request, None, None, str(exc))
-    return Prepared(request, image, prompt)
+        return Prepared(request, None, None, str(exc), size)
+    return Prepared(request, image, prompt, page_size=size)
 
 
 def worker_pool(workers: int):
