@@ -7,10 +7,13 @@ Schema, version 1 (keys always present):
      "meta": {...},                          # what the caller adds: model, mode, prompt, dpi, ...
      "pages": [{
         "page": 1,                           # page number in the source, from 1
-        "size": [width, height],             # page pixels, the frame of every boxes_px
-        "finish_reason": "eos",              # eos | length | repetition
+        "size": [width, height],             # page pixels, the frame of every boxes_px (null only
+                                             #   for a failed page that could not be read)
+        "finish_reason": "eos",              # eos | length | repetition | error (not run at all)
         "flags": [],                         # any of: incomplete (not eos), ungrounded (no layout
-                                             #   tags: free OCR), malformed (unreadable tags or boxes)
+                                             #   tags: free OCR), malformed (unreadable tags or boxes),
+                                             #   retried (run again with a stronger repetition guard),
+                                             #   failed (could not be read or run: problems says why)
         "problems": ["page 1, block 3 (table): ..."],
         "raw": "<|ref|>title<|/ref|>...",    # the model's output as generated
         "blocks": [{                         # in the model's (reading) order
@@ -44,12 +47,20 @@ def page_layout(raw: str, page_number: int, page_size: tuple[int, int], finish_r
                        for b in blocks]}
 
 
+def failed_page_layout(page_number: int, reason: str, page_size: tuple[int, int] | None = None) -> dict:
+    """A page that could not be read or run: kept in its place, empty, with the reason."""
+    return {"page": page_number, "size": list(page_size) if page_size else None, "finish_reason": "error",
+            "flags": ["failed"], "problems": [reason], "raw": "", "blocks": []}
+
+
 def document_layout(source: str, pages: list[dict], **meta) -> dict:
     return {"version": VERSION, "source": source, "meta": meta, "pages": pages}
 
 
-def raw_pages_from_layout(doc: dict) -> list[tuple[int, str, str, tuple[int, int]]]:
-    """(page_number, raw, finish_reason, size) per page of a layout document, checked."""
+def raw_pages_from_layout(doc: dict) -> list[tuple[int, str, str, tuple[int, int] | None, str | None]]:
+    """(page_number, raw, finish_reason, size, error) per page of a layout document, checked.
+
+    A failed page (finish_reason "error") may lack a size; its error is its first problem."""
     if not isinstance(doc, dict) or not isinstance(doc.get("pages"), list) or "version" not in doc:
         raise DsocrError("not a dsocr layout file (expected an object with 'version' and 'pages')")
     if not isinstance(doc["version"], int) or not 1 <= doc["version"] <= VERSION:
@@ -58,11 +69,16 @@ def raw_pages_from_layout(doc: dict) -> list[tuple[int, str, str, tuple[int, int
     for n, page in enumerate(doc["pages"], 1):
         try:
             number, raw, reason = page["page"], page["raw"], page.get("finish_reason", "eos")
-            width, height = page["size"]
+            size = page["size"]
+            failed = reason == "error"
+            if not (failed and size is None):
+                width, height = size
+                size = (width, height)
         except (TypeError, KeyError, ValueError):
             raise DsocrError(f"layout file: page entry {n} lacks 'page', 'raw' or a [width, height] 'size'") from None
         if not (isinstance(number, int) and isinstance(raw, str) and isinstance(reason, str)
-                and all(isinstance(v, int) and v > 0 for v in (width, height))):
+                and (size is None or all(isinstance(v, int) and v > 0 for v in size))):
             raise DsocrError(f"layout file: page entry {n} has a wrong type in 'page', 'raw', 'finish_reason' or 'size'")
-        pages.append((number, raw, reason, (width, height)))
+        problems = page.get("problems") or ["failed"]
+        pages.append((number, raw, reason, size, str(problems[0]) if failed else None))
     return pages

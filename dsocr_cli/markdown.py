@@ -102,12 +102,14 @@ def render_page(raw: str, page_number: int, page_size: tuple[int, int], image: I
     return RenderedPage("\n\n".join(p for p in parts if p), figures, problems)
 
 
-def join_pages(pages: list[str], separator: str | None = None, first_page: int = 1) -> str:
-    """The document: pages in order, optionally split by `separator` ({page}: the page that follows)."""
+def join_pages(pages: list[str], separator: str | None = None, numbers: list[int] | None = None) -> str:
+    """The document: pages in order, optionally split by `separator` ({page}: the number of the page
+    that follows, from `numbers`, which default to 1, 2, ...)."""
+    numbers = numbers or list(range(1, len(pages) + 1))
     parts = []
     for n, page in enumerate(pages):
         if separator is not None and n > 0:
-            parts.append(separator.strip("\n").replace("{page}", str(first_page + n)))
+            parts.append(separator.strip("\n").replace("{page}", str(numbers[n])))
         parts.append(page.strip())
     body = "\n\n".join(p for p in parts if p)
     return body + "\n" if body else ""

@@ -54,6 +54,9 @@ class Runner(Protocol):
         """Results carry their request's key; a batched runner may yield them out of order.
         `settings` replaces the runner's generation settings (same max_new_tokens or fewer) for this run."""
 
+    def close(self) -> None:
+        """Release what the runner holds beyond the model (worker processes)."""
+
 
 def settings_for(tokenizer: Tokenizer, **overrides) -> GenerationSettings:
     """Generation settings with the n-gram whitelist (<td>, </td>) resolved to this tokenizer's ids."""
@@ -109,6 +112,9 @@ class PlainRunner:
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
         for request in requests:
             yield self.run_one(request, settings)
+
+    def close(self) -> None:
+        pass
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dsocr_cli.errors import DsocrError
-from dsocr_cli.layout import VERSION, document_layout, page_layout, raw_pages_from_layout
+from dsocr_cli.layout import VERSION, document_layout, failed_page_layout, page_layout, raw_pages_from_layout
 from dsocr_cli.markdown import render_page
 from golden import assert_golden, raw_fixture
 
@@ -44,12 +44,13 @@ def test_flags():
 
 
 def test_document_round_trip_through_json():
-    pages = [layout_of("tables"), layout_of("truncated")]
+    pages = [layout_of("tables"), layout_of("truncated"), failed_page_layout(4, "PageError: broken stream")]
     doc = json.loads(json.dumps(document_layout("report.pdf", pages, model="deepseek-ai/DeepSeek-OCR", mode="gundam")))
     assert doc["version"] == VERSION and doc["source"] == "report.pdf"
     assert doc["meta"] == {"model": "deepseek-ai/DeepSeek-OCR", "mode": "gundam"}
-    assert raw_pages_from_layout(doc) == [(3, raw_fixture("tables"), "eos", PAGE_SIZE),
-                                          (3, raw_fixture("truncated"), "length", PAGE_SIZE)]
+    assert raw_pages_from_layout(doc) == [(3, raw_fixture("tables"), "eos", PAGE_SIZE, None),
+                                          (3, raw_fixture("truncated"), "length", PAGE_SIZE, None),
+                                          (4, "", "error", None, "PageError: broken stream")]
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -60,6 +61,7 @@ def test_document_round_trip_through_json():
     ({"version": 1, "pages": [{"page": 1, "raw": "x", "size": [10]}]}, "page entry 1 lacks"),
     ({"version": 1, "pages": [{"page": "1", "raw": "x", "size": [10, 10]}]}, "page entry 1 has a wrong type"),
     ({"version": 1, "pages": [{"page": 1, "raw": "x", "size": [0, 10]}]}, "page entry 1 has a wrong type"),
+    ({"version": 1, "pages": [{"page": 1, "raw": "x", "size": None}]}, "page entry 1 lacks"),
 ])
 def test_bad_layout_files_are_refused_in_one_line(doc, message):
     with pytest.raises(DsocrError, match=message):

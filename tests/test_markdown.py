@@ -228,7 +228,7 @@ def test_options_are_checked():
 def test_join_pages():
     assert join_pages(["A\n", "", "B"]) == "A\n\nB\n"
     assert join_pages(["A", "B", "C"], "\n\n---\n\n") == "A\n\n---\n\nB\n\n---\n\nC\n"
-    assert join_pages(["A", "B"], "<!-- page {page} -->", first_page=4) == "A\n\n<!-- page 5 -->\n\nB\n"
+    assert join_pages(["A", "B"], "<!-- page {page} -->", numbers=[4, 9]) == "A\n\n<!-- page 9 -->\n\nB\n"
     assert token_types(join_pages(["A", "B"], "---")) == ["paragraph_open", "hr", "paragraph_open"]
     assert join_pages([]) == "" and join_pages([""], "---") == ""
 

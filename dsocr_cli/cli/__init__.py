@@ -7,11 +7,12 @@ import warnings
 import typer
 
 from ..errors import DsocrError
-from . import bench, compress, info, ocr
+from . import bench, compress, convert, info, ocr
 from .eval import eval_
 
 app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+app.command("convert")(convert.convert)
 app.command("ocr")(ocr.ocr)
 app.command("info")(info.info)
 app.command("compress")(compress.compress)

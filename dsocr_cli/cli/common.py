@@ -16,7 +16,7 @@ from ..generate import GenerationSettings
 from ..preprocess import MODES, Mode, orient, to_rgb
 from ..prompts import load_prompt, prompt_names
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, whatever the width
 
 
 class ModeName(str, Enum):

@@ -1,0 +1,186 @@
+"""`dsocr convert`: documents in, Markdown + figures (+ layout JSON, annotated pages) out."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import convert as pipeline
+from ..checkpoint import model_name
+from ..documents import DPI, DocumentError, expand_inputs, open_document
+from ..errors import DsocrError
+from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
+from ..runner import load_runner
+from ..writers import plan_outputs
+from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
+                     NgramWindowOpt, PromptFileOpt, mode_of, resolve_prompt, stderr, warn)
+
+
+def convert(
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        help="PDFs, images (png jpg tiff webp bmp gif), folders (searched recursively), or - to read "
+             "one path per line from stdin.", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it), "
+                               "or - for stdout. Default: beside each input.")] = None,
+    mode: ModeOpt = ModeName.gundam,
+    no_layout: Annotated[bool, typer.Option("--no-layout", help="Free OCR: no layout blocks, boxes or figures.")] = False,
+    prompt_file: PromptFileOpt = None,
+    pages: Annotated[Optional[str], typer.Option("--pages", help="Pages to convert, 1-based: 1-3,7,10-")] = None,
+    dpi: Annotated[int, typer.Option("--dpi", min=36, max=600, help="Resolution PDF pages are rendered at.")] = DPI,
+    tables: Annotated[str, typer.Option("--tables", help="auto (HTML only with merged cells), html or markdown.")] = "auto",
+    math: Annotated[str, typer.Option("--math-delimiters", help="dollars ($..$ and $$..$$) or latex (keep the LaTeX delimiters the model wrote).")] = "dollars",
+    keep_headers: Annotated[bool, typer.Option("--keep-headers", help="Keep page headers, footers and page numbers.")] = False,
+    page_separator: Annotated[Optional[str], typer.Option(
+        "--page-separator", help="Put this between pages ({page}: the next page's number), e.g. '---'.")] = None,
+    layout_json: Annotated[bool, typer.Option("--json", help="Also write NAME_layout.json: per page its size, raw "
+                                                             "output, finish reason and blocks with boxes.")] = False,
+    annotate: Annotated[bool, typer.Option("--annotate", help="Also write the layout drawn over the pages "
+                                                              "(NAME_layout.pdf; PNG for images).")] = False,
+    keep_raw: Annotated[bool, typer.Option("--keep-raw", help="Also write the raw model output per page (NAME_raw/).")] = False,
+    from_raw: Annotated[Optional[Path], typer.Option(
+        "--from-raw", help="Render saved raw output (a layout JSON, a NAME_raw/ folder or a text file) instead of "
+                           "running the model. With one input, its pages give sizes and figures.")] = None,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave inputs whose Markdown exists (resume a batch).")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary; errors only.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="A line per document as it is written.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
+    ngram_size: NgramOpt = DEFAULTS.ngram_size,
+    ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as "
+                                                                        "many as GPU memory holds).")] = None,
+) -> None:
+    """Convert documents to Markdown, with figures, tables and math; pages run in batches on the GPU.
+
+    Exit status: 0 all converted, 1 some inputs or pages failed (the rest is written), 2 usage error.
+    """
+    if tables not in TABLE_MODES:
+        raise DsocrError(f"--tables {tables}: use one of {', '.join(TABLE_MODES)}")
+    if math not in MATH_MODES:
+        raise DsocrError(f"--math-delimiters {math}: use one of {', '.join(MATH_MODES)}")
+    prompt_name = "free-ocr" if no_layout else "document"
+    options = pipeline.ConvertOptions(
+        mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
+        render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
+        layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
+        meta={"mode": mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
+    started = time.perf_counter()
+    if from_raw is not None:
+        options = replace(options, meta={"from_raw": from_raw.name, **options.meta})
+        jobs, reports = _saved_jobs(inputs or [], from_raw, output, options)
+        runner = None
+    else:
+        if not inputs:
+            raise DsocrError("no inputs: give PDFs, images, folders, or - to read paths from stdin")
+        skip = [output] if output and output != "-" else []
+        sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None, skip=skip)
+        jobs, reports = pipeline.plan_jobs(sources, output, options, skip_existing)
+        runner = None
+        if jobs:
+            options = replace(options, meta={"model": model_name(model), **options.meta})
+            runner = load_runner(model, device, dtype, max_batch=batch, max_new_tokens=max_new_tokens,
+                                 ngram_size=ngram_size, ngram_window=ngram_window)
+    for report in reports:
+        _tell(report, quiet, verbose)
+    total_pages = sum(len(job.numbers) for job in jobs)
+    show = not quiet and stderr.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                  console=stderr, disable=not show, transient=True) as progress:
+        files = progress.add_task("files", total=len(jobs), rate="")
+        page_bar = progress.add_task("pages", total=total_pages, rate="")
+        done_pages = 0
+
+        def on_page(job, page):
+            nonlocal done_pages
+            done_pages += 1
+            rate = done_pages / max(time.perf_counter() - started, 1e-9)
+            progress.update(page_bar, completed=min(done_pages, total_pages), rate=f"{rate:.2f} pages/s")
+
+        try:
+            for report in pipeline.convert(jobs, runner, options, on_page):
+                progress.advance(files)
+                if report.markdown is not None:
+                    sys.stdout.write(report.markdown)
+                    sys.stdout.flush()
+                reports.append(report)
+                _tell(report, quiet, verbose, progress.console)
+        finally:
+            if runner is not None:
+                runner.close()
+    if not quiet:
+        _summary(reports, time.perf_counter() - started)
+    if not all(report.ok or report.skipped for report in reports):
+        raise typer.Exit(1)
+
+
+def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipeline.ConvertOptions):
+    """One job rendering saved raw output, with the input document (one) when given."""
+    if len(inputs) > 1:
+        raise DsocrError("--from-raw renders one document: give at most one input")
+    recorded, saved = pipeline.read_saved(raw)
+    document = None
+    if inputs:
+        sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
+        source = sources[0]
+        try:
+            document = open_document(source, options.dpi)
+        except DocumentError as exc:
+            raise DsocrError(f"{source.path}: {exc}") from None
+    else:
+        if output is None:
+            raise DsocrError("--from-raw without the input document needs -o (a file, DIR/ or -)")
+        if (options.layout_json or options.annotate) and any(page.size is None for page in saved.values()):
+            raise DsocrError("--json and --annotate need page sizes, which raw text files do not record: "
+                             "give the input document too, or render from the layout JSON")
+        source = pipeline.source_for(recorded or raw.name)
+    target = plan_outputs([source], output)[0]
+    return [pipeline.saved_job(saved, source, target, document, options.pages)], []
+
+
+def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=stderr) -> None:
+    """Failures always, one line each; with -v, every document as it is written."""
+    name = report.source.path
+    if report.error:
+        console.print(f"dsocr: {name}: {report.error}", markup=False, highlight=False)
+        return
+    for failure in report.failed:
+        console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
+    if report.incomplete and not quiet:
+        pages = ", ".join(map(str, report.incomplete))
+        console.print(f"dsocr: {name}: page(s) {pages} incomplete (kept, marked in the Markdown)",
+                      markup=False, highlight=False)
+    if verbose and not quiet:
+        what = "skipped (done already)" if report.skipped else f"{report.pages} pages -> {report.target.markdown or 'stdout'}"
+        console.print(f"dsocr: {name}: {what}", markup=False, highlight=False)
+        for problem in report.problems:
+            console.print(f"dsocr:   {problem}", markup=False, highlight=False)
+
+
+def _summary(reports: list[pipeline.DocumentReport], seconds: float) -> None:
+    converted = [r for r in reports if r.error is None and not r.skipped]
+    pages = sum(r.pages for r in converted)
+    parts = [f"{len(converted)} converted ({pages} pages, {seconds:.1f} s, {pages / max(seconds, 1e-9):.2f} pages/s)"]
+    skipped = sum(r.skipped for r in reports)
+    failed = [r for r in reports if r.error]
+    incomplete = sum(len(r.incomplete) for r in reports)
+    bad_pages = sum(len(r.failed) for r in reports)
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    if failed:
+        parts.append(f"{len(failed)} failed")
+    if bad_pages:
+        parts.append(f"{bad_pages} pages unreadable")
+    if incomplete:
+        parts.append(f"{incomplete} pages incomplete")
+    warn("; ".join(parts))
+    for report in failed:
+        warn(f"  failed: {report.source.path}: {report.error}")
