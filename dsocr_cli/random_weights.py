@@ -45,14 +45,16 @@ def random_model(config: ModelConfig, seed: int, device: torch.device, dtype: to
     return randomize_(model, seed).eval()
 
 
-def write_checkpoint(folder: str | Path, config: dict, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+def write_checkpoint(folder: str | Path, config: dict, seed: int = 0, dtype: torch.dtype = torch.float32,
+                     device: str = "cpu") -> Path:
     """A random checkpoint in the official layout: config.json, tokenizer files, one safetensors shard
-    with the official key names, and model.safetensors.index.json."""
+    with the official key names, and model.safetensors.index.json. `device` only speeds up the drawing
+    (a full-size model is drawn in seconds on a GPU); the numbers are the generator's for that device."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = random_model(ModelConfig.from_dict(config), seed, torch.device("cpu"), dtype)
+    model = random_model(ModelConfig.from_dict(config), seed, torch.device(device), dtype)
     params = dict(model.named_parameters())
-    tensors = {key: params[slot.param][slot.index].contiguous().clone()
+    tensors = {key: params[slot.param][slot.index].contiguous().cpu().clone()
                for key, slot in checkpoint_layout(model).items()}
     save_file(tensors, str(folder / SHARD), metadata={"format": "pt"})
     total = sum(t.numel() * t.element_size() for t in tensors.values())

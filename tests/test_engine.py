@@ -117,3 +117,9 @@ def test_engine_switches_settings_between_runs_like_the_plain_path(eos_prone_mod
         got = {r.key: (r.token_ids, r.page_size) for r in engine.run(requests(specs), settings=settings)}
         assert {k: ids for k, (ids, _) in got.items()} == plain
         assert all(size == specs[k][0].size for k, (_, size) in got.items())
+
+
+def test_a_bounded_batch_takes_only_the_cache_it_can_use(eos_prone_model):
+    settings = settings_for(Tokenizer.bundled(), max_new_tokens=64)
+    engine = Engine(eos_prone_model, Tokenizer.bundled(), settings, max_batch=2)
+    assert engine.pool.num_pages == 2 * engine.table_width + 1

@@ -76,11 +76,18 @@ class Engine:
         self.on_token: Callable[[object, int], None] | None = None
         self.use_triton = decode_backend_for(self.device)
         self.use_graphs = self.device.type == "cuda" if graphs is None else graphs
+        if self.device.type == "cuda":
+            # cuDNN attention builds an execution plan for every new shape (hundreds of ms each); vision
+            # batch sizes and prefill lengths change all the time, so it planned more than it computed.
+            # Flash attention needs no plan.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         dec = model.config.decoder
         dtype = model.lm_head.weight.dtype
         page_bytes = PagePool.bytes_per_page(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, dtype)
         self.table_width = pages_for(MAX_PROMPT + settings.max_new_tokens)
         num_pages = max(2, (kv_bytes or self._kv_budget()) // page_bytes)
+        if max_batch:  # a bounded batch never needs more than full page tables for every row
+            num_pages = min(num_pages, max_batch * self.table_width + 1)
         self.pool = PagePool(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, num_pages, dtype, self.device)
         typical = pages_for(1024 + min(settings.max_new_tokens, 1500))
         self.max_batch = max_batch or max(1, min(256, (num_pages - 1) // typical))

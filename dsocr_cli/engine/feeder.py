@@ -54,9 +54,15 @@ def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
     return Prepared(request, image, prompt, page_size=size)
 
 
+def _one_thread() -> None:
+    """A worker prepares one page at a time: torch's default thread team per worker (a thread per core,
+    spinning between copies) would take the cores the GPU process needs to launch kernels."""
+    torch.set_num_threads(1)
+
+
 def worker_pool(workers: int):
     """Spawned (not forked: the parent holds CUDA state) preprocessing workers; None for in-process."""
-    return multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) if workers > 0 else None
 
 
 class Feeder:
