@@ -10,7 +10,7 @@ from ..annotate import annotate_page
 from ..errors import DsocrError
 from ..grounding import parse_blocks, to_pixels
 from ..writers import save_image
-from .batch import Answer, Batch, FromRawOpt, ModelChoice, OutputOpt, Reading
+from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, PromptFileOpt,
                      read_image, resolve_prompt)
 
@@ -18,9 +18,8 @@ PLACEHOLDER = "{text}"
 
 
 def locate(
-    images: Annotated[list[str], typer.Argument(help="Images (png jpg tiff webp bmp gif), folders, or - for paths "
-                                                     "on stdin.", show_default=False)],
-    text: Annotated[str, typer.Argument(help="The text to find (the last argument).", show_default=False)],
+    images: ImagesArg = None,
+    text: Annotated[str, typer.Argument(help="The text to find (the last argument).", show_default=False)] = ...,
     annotate: Annotated[Optional[Path], typer.Option(
         "--annotate", help="Draw the boxes on the image, to out.png (several images: out_IMAGE.png).")] = None,
     output: OutputOpt = None,
