@@ -17,7 +17,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from ..documents import DocumentError, PageRef, Source, expand_inputs, open_document
+from ..documents import PageRef, Source, expand_inputs, open_document
 from ..errors import DsocrError
 from ..runner import OcrRequest, OcrResult, TextStream, load_runner
 from ..writers import write_atomic

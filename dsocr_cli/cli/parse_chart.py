@@ -1,7 +1,6 @@
 """`dsocr parse-chart IMAGES...`: a chart's data as CSV, JSON or a Markdown table."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer

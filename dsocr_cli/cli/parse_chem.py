@@ -9,7 +9,7 @@ import typer
 from ..chem import ChemError, DRAW_FORMATS, draw_molecule, extract_smiles, validate_smiles
 from ..errors import DsocrError
 from ..writers import write_atomic
-from .batch import Answer, Batch, FromRawOpt, ImagesArg, JsonOpt, ModelChoice, OutputOpt, Reading
+from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
 from .common import DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, PromptFileOpt, resolve_prompt
 
 
