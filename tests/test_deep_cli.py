@@ -300,3 +300,10 @@ def test_usage_errors(dsocr, images, tmp_path):
     assert missing_raw.code == 2 and "no such file or folder" in missing_raw.stderr
     pdf = dsocr("describe", folder / "doc.pdf", "--from-raw", raws)
     assert pdf.code == 1 and "dsocr convert reads documents" in pdf.stderr
+
+
+def test_output_file_for_one_image(dsocr, tmp_path):
+    out = dsocr("parse-chart", "--md", "--from-raw", DEEP / "chart-markdown.txt", "-o", tmp_path / "table.md")
+    assert out.code == 0 and out.stdout == ""
+    assert (tmp_path / "table.md").read_text().startswith("Body weight of adult animals\n\n| Species |")
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]      # no temporary file left behind
