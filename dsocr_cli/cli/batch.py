@@ -88,14 +88,16 @@ class Batch:
             raise DsocrError(f"--from-raw {from_raw}: a file holds one image's output; give a folder for several")
         self.files = _output_files(self.readings, output, suffix)
 
-    def paths_beside(self, path: Path) -> list[Path]:
-        """Per-reading files for an option such as --draw mol.svg: that name for one image,
-        mol_IMAGE.svg for several."""
+    def paths_beside(self, path: Path | None) -> dict[str, Path]:
+        """Per-image files for an option such as --draw mol.svg, by reading name: that name for one
+        image, mol_IMAGE.svg for several; none without the option."""
+        if path is None:
+            return {}
         if len(self.readings) == 1:
-            return [path]
+            return {self.readings[0].name: path}
         paths = [path.with_name(f"{path.stem}_{_flat(r.relative)}{path.suffix}") for r in self.readings]
         _check_unique(paths, f"{path}")
-        return paths
+        return {r.name: p for r, p in zip(self.readings, paths)}
 
     def read(self, prompt: str, choice: ModelChoice, on_text: Callable[[str], None] | None = None) -> None:
         """Fill every reading's raw output: from the saved files, or from one run of the model

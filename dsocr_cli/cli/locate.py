@@ -39,10 +39,9 @@ def locate(
     batch = Batch(images, from_raw, output, ".json")
     if annotate is not None and any(r.image is None for r in batch.readings):
         raise DsocrError("--annotate draws on the image: give the image with --from-raw")
-    drawings = batch.paths_beside(annotate) if annotate else [None] * len(batch.readings)
-    drawing_of = dict(zip(map(id, batch.readings), drawings))
+    drawings = batch.paths_beside(annotate)
     batch.read(template.replace(PLACEHOLDER, text), ModelChoice(model, device, dtype, mode, max_new_tokens))
-    batch.emit(lambda reading: boxes_answer(reading, text, drawing_of[id(reading)]), as_json=True)
+    batch.emit(lambda reading: boxes_answer(reading, text, drawings.get(reading.name)), as_json=True)
 
 
 def boxes_answer(reading: Reading, text: str, drawing: Path | None) -> Answer:

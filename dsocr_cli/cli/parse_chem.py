@@ -36,10 +36,9 @@ def parse_chem(
     if draw is not None and draw_format not in DRAW_FORMATS:
         raise DsocrError(f"--draw {draw}: name an .svg or .png file")
     batch = Batch(images, from_raw, output, ".json" if as_json else ".smi")
-    drawings = batch.paths_beside(draw) if draw else [None] * len(batch.readings)
-    drawing_of = dict(zip(map(id, batch.readings), drawings))
+    drawings = batch.paths_beside(draw)
     batch.read(resolve_prompt(None, prompt_file, "parse-figure"), ModelChoice(model, device, dtype, mode, max_new_tokens))
-    batch.emit(lambda reading: molecule_answer(reading, drawing_of[id(reading)]), as_json)
+    batch.emit(lambda reading: molecule_answer(reading, drawings.get(reading.name)), as_json)
 
 
 def molecule_answer(reading: Reading, drawing: Path | None) -> Answer:
