@@ -22,6 +22,7 @@ _SMILES = re.compile(r"(?=.*[A-Za-z*])[A-Za-z0-9@+\-\[\]()=#$/\\%.:*~]+")
 _STRUCTURE = re.compile(r"[\d()\[\]=#@/\\%+\-]")      # characters English words do not have
 _WRAPPERS = "\"'`“”‘’<>,;:!?"
 _LOG_TIME = re.compile(r"^\[\d\d:\d\d:\d\d\]\s?")
+DRAW_FORMATS = ("svg", "png")
 
 
 class ChemError(DsocrError):
@@ -125,8 +126,10 @@ def _short(smiles: str, limit: int = 60) -> str:
 def draw_molecule(molecule: Molecule, fmt: str = "svg", size: tuple[int, int] = (400, 300)) -> bytes:
     """The structure drawn by RDKit: SVG text (UTF-8) or PNG bytes."""
     width, height = size
-    if fmt not in ("svg", "png"):
+    if fmt not in DRAW_FORMATS:
         raise ChemError(f"cannot draw as {fmt!r}: use svg or png")
+    if fmt == "png" and not hasattr(rdMolDraw2D, "MolDraw2DCairo"):
+        raise ChemError("this RDKit was built without Cairo, so it cannot draw PNG: draw as .svg")
     if width < 1 or height < 1:
         raise ChemError(f"drawing size must be positive, got {width}x{height}")
     drawer = rdMolDraw2D.MolDraw2DSVG(width, height) if fmt == "svg" else rdMolDraw2D.MolDraw2DCairo(width, height)

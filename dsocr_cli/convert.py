@@ -18,8 +18,11 @@ from typing import Callable, Iterable, Iterator
 from PIL import Image
 
 from .annotate import annotate_page, annotation_pdf
+from .charts import to_csv
 from .documents import DPI, Document, DocumentError, PageError, Source, open_document, parse_pages
 from .errors import DsocrError
+from .figure_pass import read_figures
+from .figures import FigureReading, figure_markdown
 from .generate import GenerationSettings
 from .grounding import parse_blocks
 from .layout import document_layout, failed_page_layout, page_layout, raw_pages_from_layout
@@ -46,6 +49,7 @@ class ConvertOptions:
     layout_json: bool = False
     annotate: bool = False
     keep_raw: bool = False
+    figure_prompt: str | None = None          # --parse-figures: each figure read again with this prompt
     meta: dict = field(default_factory=dict)  # recorded in the layout JSON (model, mode, prompt, ...)
 
 
@@ -127,6 +131,7 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
     collected: list[dict[int, PageOutcome]] = [{} for _ in jobs]
     outstanding = [len(job.numbers) for job in jobs]  # results still to come, retries included
     retry: list[tuple[int, int]] = []
+    read_whole: list[int] = []                        # --parse-figures: documents whose figures wait
     for job in jobs:
         if job.saved is not None:
             yield write_document(job, [job.saved[n] for n in job.numbers], options)
@@ -144,17 +149,27 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
             retry.append((j, n))
             return
         outstanding[j] -= 1
-        if outstanding[j] == 0:
+        if outstanding[j] == 0 and options.figure_prompt:
+            read_whole.append(j)
+        elif outstanding[j] == 0:
             yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options)
 
     fresh = [(j, n) for j, job in enumerate(jobs) if job.saved is None for n in job.numbers]
     if not fresh:
         return
+    first_settings = runner.settings
     for result in runner.run(requests(fresh)):
         yield from take(result, retried=False)
     if retry:
         for result in runner.run(requests(list(retry)), settings=stronger_guard(runner.settings)):
             yield from take(result, retried=True)
+    if read_whole:
+        pages = (((j, page.number), page.raw, _page_image(jobs[j], page, options, DocumentReport(jobs[j].source)))
+                 for j in read_whole for page in collected[j].values() if page.error is None)
+        readings = read_figures(pages, runner, first_settings, options.figure_prompt, options.mode)
+        for j in read_whole:
+            yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options,
+                                 {n: readings[(j, n)] for n in jobs[j].numbers if (j, n) in readings})
 
 
 def stronger_guard(settings: GenerationSettings) -> GenerationSettings:
@@ -168,7 +183,8 @@ def outcome_of(result: OcrResult, number: int, retried: bool = False) -> PageOut
     return PageOutcome(number, result.text, result.finish_reason, result.page_size, retried=retried)
 
 
-def write_document(job: Job, pages: list[PageOutcome], options: ConvertOptions) -> DocumentReport:
+def write_document(job: Job, pages: list[PageOutcome], options: ConvertOptions,
+                   figure_readings: dict[int, dict[str, FigureReading]] | None = None) -> DocumentReport:
     """Render the pages and write the document's outputs, the Markdown last (it marks completion)."""
     target = job.target
     report = DocumentReport(job.source, target, pages=len(pages))
@@ -187,7 +203,13 @@ def write_document(job: Job, pages: list[PageOutcome], options: ConvertOptions) 
                 raise DsocrError(f"page {page.number}: the page size is unknown (give the input document too)")
             # Without a size (raw text rendered alone) figures are not cropped, so their boxes never
             # reach pixels: the model's grid stands in.
-            rendered = render_page(page.raw, page.number, size or GRID_PAGE, image, render, page.finish_reason)
+            readings = (figure_readings or {}).get(page.number, {})
+            rendered = render_page(page.raw, page.number, size or GRID_PAGE, image, render, page.finish_reason,
+                                   {name: figure_markdown(reading) for name, reading in readings.items()})
+            if options.layout_json:
+                for name, reading in readings.items():
+                    if reading.chart is not None:
+                        write_atomic(target.figures / PurePath(name).with_suffix(".csv"), to_csv(reading.chart))
             for figure in rendered.figures:
                 if figure.image is not None:
                     save_image(target.figures / figure.name, figure.image)

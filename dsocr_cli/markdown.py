@@ -65,6 +65,13 @@ class Figure:
     caption: str                 # plain text of the image_caption that follows, or ""
 
 
+@dataclass(frozen=True)
+class FigureNote:
+    """What a second look at a figure adds (convert --parse-figures): alt text, Markdown under it."""
+    alt: str | None = None       # replaces the caption as alt text
+    below: str = ""
+
+
 @dataclass
 class RenderedPage:
     markdown: str                # no trailing newline; "" for an empty page
@@ -73,8 +80,10 @@ class RenderedPage:
 
 
 def render_page(raw: str, page_number: int, page_size: tuple[int, int], image: Image.Image | None = None,
-                options: RenderOptions = RenderOptions(), finish_reason: str = "eos") -> RenderedPage:
-    """Markdown for one page; `image` is the page at full resolution (figures are cropped from it)."""
+                options: RenderOptions = RenderOptions(), finish_reason: str = "eos",
+                figure_notes: dict[str, FigureNote] | None = None) -> RenderedPage:
+    """Markdown for one page; `image` is the page at full resolution (figures are cropped from it);
+    `figure_notes` by figure name."""
     blocks = parse_blocks(raw)
     parts: list[str] = []
     figures: list[Figure] = []
@@ -89,7 +98,8 @@ def render_page(raw: str, page_number: int, page_size: tuple[int, int], image: I
             caption = _plain(following.text) if following and following.label == "image_caption" else ""
             for box in block.boxes:
                 figures.append(_figure(box, f"p{page_number}_fig{len(figures) + 1}.png", caption, page_size, image))
-                parts.append(_figure_link(figures[-1], options.figure_dir))
+                note = (figure_notes or {}).get(figures[-1].name, FigureNote())
+                parts += [_figure_link(figures[-1], options.figure_dir, note.alt), note.below]
             parts += _text_pieces(block.text, options, problems, where)
         elif block.label in ("title", "sub_title"):
             parts.append(_heading(block.text, 1 if block.label == "title" else 2, options))
@@ -124,8 +134,8 @@ def _figure(box: Box, name: str, caption: str, page_size: tuple[int, int], page:
     return Figure(name, to_pixels(box, *page_size), crop, caption)
 
 
-def _figure_link(figure: Figure, figure_dir: str) -> str:
-    alt = figure.caption.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+def _figure_link(figure: Figure, figure_dir: str, alt: str | None = None) -> str:
+    alt = (alt or figure.caption).replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
     target = figure_dir + figure.name
     if re.search(r"[\s()<>]", target):
         target = "<" + target.replace("<", "%3C").replace(">", "%3E") + ">"

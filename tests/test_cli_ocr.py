@@ -33,10 +33,11 @@ def test_ocr_plain_text_and_raw(tiny_checkpoint, tmp_path):
 
 def test_ocr_errors_are_one_line(tiny_checkpoint, tmp_path):
     missing = run_dsocr("ocr", tmp_path / "none.png", "--model", tiny_checkpoint)
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [f"dsocr: error: no such file: {tmp_path / 'none.png'}"]
+    # an image that cannot be read fails alone (exit 1), as in every per-image command
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [f"dsocr: {tmp_path / 'none.png'}: no such file or folder"]
     (tmp_path / "bad.png").write_bytes(b"not an image")
     bad = run_dsocr("ocr", tmp_path / "bad.png", "--model", tiny_checkpoint)
-    assert bad.returncode == 2 and "cannot read image" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "cannot open this image" in bad.stderr and "Traceback" not in bad.stderr
     no_model = run_dsocr("ocr", page(tmp_path / "p.png"), "--model", tmp_path / "nowhere")
     assert no_model.returncode == 2 and "DSOCR_MODEL" in no_model.stderr and "Traceback" not in no_model.stderr
     usage = run_dsocr("ocr", page(tmp_path / "p.png"), "--mode", "huge")

@@ -7,13 +7,18 @@ import warnings
 import typer
 
 from ..errors import DsocrError
-from . import bench, compress, convert, info, ocr
+from . import bench, compress, convert, describe, info, locate, ocr, parse_chart, parse_chem
+from .batch import OUTPUT_HELP
 from .eval import eval_
 
 app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.command("convert")(convert.convert)
-app.command("ocr")(ocr.ocr)
+app.command("ocr", epilog=OUTPUT_HELP)(ocr.ocr)
+app.command("parse-chart", epilog=OUTPUT_HELP)(parse_chart.parse_chart)
+app.command("parse-chem", epilog=OUTPUT_HELP)(parse_chem.parse_chem)
+app.command("describe", epilog=OUTPUT_HELP)(describe.describe)
+app.command("locate", epilog=OUTPUT_HELP)(locate.locate)
 app.command("info")(info.info)
 app.command("compress")(compress.compress)
 app.command("eval")(eval_)

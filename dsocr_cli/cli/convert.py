@@ -15,6 +15,7 @@ from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
 from ..errors import DsocrError
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
+from ..prompts import load_prompt
 from ..runner import load_runner
 from ..writers import plan_outputs
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
@@ -43,6 +44,9 @@ def convert(
     annotate: Annotated[bool, typer.Option("--annotate", help="Also write the layout drawn over the pages "
                                                               "(NAME_layout.pdf; PNG for images).")] = False,
     keep_raw: Annotated[bool, typer.Option("--keep-raw", help="Also write the raw model output per page (NAME_raw/).")] = False,
+    parse_figures: Annotated[bool, typer.Option(
+        "--parse-figures", help="Read every figure again (prompt: parse-figure): a chart's table goes under it (and, with "
+                                "--json, a CSV beside its image), a structure's checked SMILES, else its text as alt text.")] = False,
     from_raw: Annotated[Optional[Path], typer.Option(
         "--from-raw", help="Render saved raw output (a layout JSON, a NAME_raw/ folder or a text file) instead of "
                            "running the model. With one input, its pages give sizes and figures.")] = None,
@@ -71,9 +75,12 @@ def convert(
         mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
+        figure_prompt=load_prompt("parse-figure") if parse_figures else None,
         meta={"mode": mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
     started = time.perf_counter()
     if from_raw is not None:
+        if parse_figures:
+            raise DsocrError("--parse-figures runs the model on the figures: it cannot go with --from-raw")
         options = replace(options, meta={"from_raw": from_raw.name, **options.meta})
         jobs, reports = _saved_jobs(inputs or [], from_raw, output, options)
         runner = None
