@@ -98,8 +98,11 @@ class Manifest:
         entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o666)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o666)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a line torn by a crash, so this one stays whole
             os.write(fd, line)
             os.fsync(fd)
         finally:
