@@ -62,6 +62,7 @@ class EngineSpec:
     settings: dict = field(default_factory=dict)  # generation settings (settings_for's overrides)
     max_batch: int | None = None
     workers: int = 0                              # preprocessing processes per engine
+    warm_up: Callable[[], Iterable[OcrRequest]] | None = None  # run once per engine before it is ready
 
 
 def _serve(device: str, spec: EngineSpec, tasks, commands, results) -> None:
@@ -79,6 +80,9 @@ def _serve(device: str, spec: EngineSpec, tasks, commands, results) -> None:
         model, tokenizer = spec.load(device)
         engine = Engine(model, tokenizer, settings_for(tokenizer, **spec.settings),
                         max_batch=spec.max_batch, workers=spec.workers)
+        if spec.warm_up is not None:  # kernels compiled and workers started before anything is timed
+            for _ in engine.run(spec.warm_up()):
+                pass
         results.put(("ready", engine.settings))
         while (settings := commands.get()) is not None:
             for result in engine.run(iter(tasks.get, None), settings):
