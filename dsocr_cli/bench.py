@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from .checkpoint import ModelConfig, official_config
 from .engine.engine import Engine, EngineStats
-from .engine.multi import EngineSpec, MultiRunner
+from .engine.multi import MultiRunner
+from .engine.spec import EngineSpec
 from .model.ocr import DeepseekOCR
 from .preprocess import Mode
 from .prompts import load_prompt

@@ -15,7 +15,8 @@ from .. import convert as pipeline
 from .. import checkpoint
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
-from ..engine.multi import EngineSpec, MultiRunner, engine_devices
+from ..engine.multi import MultiRunner, engine_devices
+from ..engine.spec import EngineSpec
 from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions

@@ -16,12 +16,12 @@ import multiprocessing
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from ..errors import DsocrError
 from ..generate import GenerationSettings
 from ..runner import OcrRequest, OcrResult
+from .spec import EngineSpec
 
 CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines to start on a host without CUDA (tests: 2); default 1
 QUEUED = 1024                          # requests waiting in the shared queue at most
@@ -55,34 +55,16 @@ def engine_devices(text: str) -> list[str]:
     return [f"cuda:{i}" for i in parse_gpus(text, available)]
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """How each worker builds its engine: `load(device)` gives (model, tokenizer); picklable."""
-    load: Callable[[str], tuple]
-    settings: dict = field(default_factory=dict)  # generation settings (settings_for's overrides)
-    max_batch: int | None = None
-    workers: int = 0                              # preprocessing processes per engine
-    warm_up: Callable[[], Iterable[OcrRequest]] | None = None  # run once per engine before it is ready
-
-
 def _serve(device: str, spec: EngineSpec, tasks, commands, results) -> None:
     """A worker process: build the engine, then for each run pull pages until its end marker."""
     import torch
-
-    from ..runner import settings_for
-    from .engine import Engine
 
     if device.startswith("cuda:"):
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get(CPU_WORKERS_ENV, "1")))))
     try:
-        model, tokenizer = spec.load(device)
-        engine = Engine(model, tokenizer, settings_for(tokenizer, **spec.settings),
-                        max_batch=spec.max_batch, workers=spec.workers)
-        if spec.warm_up is not None:  # kernels compiled and workers started before anything is timed
-            for _ in engine.run(spec.warm_up()):
-                pass
+        engine = spec.build(device)
         results.put(("ready", engine.settings))
         while (settings := commands.get()) is not None:
             for result in engine.run(iter(tasks.get, None), settings):
