@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from functools import partial
@@ -12,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import convert as pipeline
-from .. import checkpoint
+from .. import checkpoint, storage
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
 from ..engine.multi import MultiRunner, engine_devices
@@ -33,7 +34,8 @@ def convert(
              "one path per line from stdin.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option(
         "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it), "
-                               "or - for stdout. Default: beside each input.")] = None,
+                               "or - for stdout. Default: beside each input. Inputs and DIR/ may be URIs "
+                               "(file://, s3://, ...: what fsspec opens).")] = None,
     mode: ModeOpt = ModeName.gundam,
     no_layout: Annotated[bool, typer.Option("--no-layout", help="Free OCR: no layout blocks, boxes or figures.")] = False,
     prompt_file: PromptFileOpt = None,
@@ -91,7 +93,7 @@ def convert(
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
         meta={"mode": mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
     started = time.perf_counter()
-    manifest = None
+    manifest = remote = None
     if from_raw is not None:
         options = replace(options, meta={"from_raw": from_raw.name, **options.meta})
         jobs, reports = _saved_jobs(inputs or [], from_raw, output, options)
@@ -99,8 +101,12 @@ def convert(
     else:
         if not inputs:
             raise DsocrError("no inputs: give PDFs, images, folders, or - to read paths from stdin")
+        if output and storage.is_remote(output):
+            remote = storage.RemoteFolder(output)
+            output = f"{remote.local}/"
+        output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
-        sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None, skip=skip)
+        sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
         options = replace(options, meta={"model": model_name(model), **options.meta})
         if output and output != "-" and is_folder(output):
             manifest = Manifest(Path(output), fingerprint(options))
@@ -109,7 +115,7 @@ def convert(
         settings = dict(max_new_tokens=max_new_tokens, ngram_size=ngram_size, ngram_window=ngram_window)
         runner = _runner(model, device, dtype, batch, settings, gpus, ray) if jobs else None
     for report in reports:
-        _record(manifest, report)
+        _record(manifest, remote, report)
         _tell(report, quiet, verbose)
     total_pages = sum(len(job.numbers) for job in jobs)
     show = not quiet and stderr.is_terminal
@@ -137,7 +143,7 @@ def convert(
                     sys.stdout.write(report.markdown)
                     sys.stdout.flush()
                 reports.append(report)
-                _record(manifest, report)
+                _record(manifest, remote, report)
                 _tell(report, quiet, verbose, progress.console)
         finally:
             if runner is not None:
@@ -171,9 +177,25 @@ def _finished(skip_existing: bool, manifest: Manifest | None):
     return manifest.finished if manifest is not None else None
 
 
-def _record(manifest: Manifest | None, report: pipeline.DocumentReport) -> None:
-    if manifest is not None and not report.skipped:
-        manifest.record(report)
+def _record(manifest: Manifest | None, remote: storage.RemoteFolder | None, report: pipeline.DocumentReport) -> None:
+    """The document's manifest line; with an output in a store, its outputs and the manifest uploaded."""
+    if manifest is None or report.skipped:
+        return
+    entry = manifest.record(report)
+    if remote is not None:
+        remote.push(list(entry.get("outputs", {})))
+
+
+def _local_inputs(inputs: list[str]) -> list[str]:
+    """file:// URIs as paths; inputs in a store downloaded to a temporary folder first."""
+    into = None
+    local = []
+    for arg in inputs:
+        if storage.is_remote(arg):
+            into = into or Path(tempfile.mkdtemp(prefix="dsocr-in-"))
+            arg = storage.fetch_input(arg, into)
+        local.append(storage.local_path(arg))
+    return local
 
 
 def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipeline.ConvertOptions):
