@@ -84,10 +84,11 @@ class RayRunner:
         rows = [{"request": pickle.dumps(request)} for request in requests]
         if not rows:
             return
-        # Unequal resources keep rendering in tasks of its own (Ray would fuse it into the actors).
-        # On CPU-only hosts engines and renderers share the cores: fractions keep both running.
+        # With GPUs, unequal resources keep rendering in CPU tasks of its own, off the GPU actors.
+        # Without, Ray fuses rendering into the engine actors (the cores are the engines' anyway),
+        # and half a CPU each keeps the pool from starving the host.
         engine = {"num_gpus": 1} if self.gpus else {"num_cpus": 0.5}
-        pages = ray.data.from_items(rows).map(_render, num_cpus=1 if self.gpus else 0.25)
+        pages = ray.data.from_items(rows).map(_render, num_cpus=1 if self.gpus else 0.5)
         results = pages.map_batches(
             _EngineActor, fn_constructor_kwargs={"spec": self.spec, "settings": settings},
             batch_size=GPU_BATCH if self.gpus else CPU_BATCH,

@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from dsocr_cli.engine.multi import CPU_WORKERS_ENV, parse_gpus
+from conftest import convert_folder as convert, outputs_of as outputs
+from dsocr_cli.engine.multi import parse_gpus
 from dsocr_cli.errors import DsocrError
 from dsocr_cli.manifest import MANIFEST_NAME
-from test_convert import make_pdf
-
-TINY = ("--mode", "tiny", "--max-new-tokens", "8", "--json", "--keep-raw")
-
 
 def test_parse_gpus():
     assert parse_gpus("all", 4) == [0, 1, 2, 3]
@@ -29,45 +25,13 @@ def test_parse_gpus():
             parse_gpus(text, 0 if text == "0" else 4)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpus") / "in"
-    (root / "sub").mkdir(parents=True)
-    for n in range(6):
-        make_pdf(root / ("sub" if n % 3 == 0 else "") / f"doc{n}.pdf", 1 + n % 3)
-    return root
-
-
-def convert(folder, out, checkpoint, *extra, workers=2, wait=True):
-    env = {**os.environ, CPU_WORKERS_ENV: str(workers)}
-    args = [sys.executable, "-m", "dsocr_cli", "convert", str(folder), "-o", f"{out}/", "--model", str(checkpoint),
-            *TINY, *extra]
-    if not wait:
-        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-
-
-def outputs(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != MANIFEST_NAME}
-
-
-@pytest.fixture(scope="module")
-def reference(folder, tiny_checkpoint, tmp_path_factory):
-    """What one engine in the command's own process writes."""
-    out = tmp_path_factory.mktemp("one") / "out"
-    result = convert(folder, out, tiny_checkpoint, "--device", "cpu")
-    assert result.returncode in (0, 1), result.stderr
-    return outputs(out)
-
-
-def test_two_engines_write_what_one_writes(folder, tiny_checkpoint, reference, tmp_path):
-    result = convert(folder, tmp_path / "out", tiny_checkpoint, "--gpus", "all")
+def test_two_engines_write_what_one_writes(scale_folder, tiny_checkpoint, one_engine_outputs, tmp_path):
+    result = convert(scale_folder, tmp_path / "out", tiny_checkpoint, "--gpus", "all")
     assert result.returncode in (0, 1), result.stderr
     assert "6 converted (12 pages" in result.stderr
-    assert outputs(tmp_path / "out") == reference
+    assert outputs(tmp_path / "out") == one_engine_outputs
     lines = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()]
-    assert sorted(e["document"] for e in lines) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.pdf"))
+    assert sorted(e["document"] for e in lines) == sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
 
 
 def engine_processes(parent: int) -> list[int]:
@@ -85,17 +49,18 @@ def engine_processes(parent: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
-def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(folder, tiny_checkpoint, reference,
+def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(scale_folder, tiny_checkpoint,
                                                                                 tmp_path):
     out = tmp_path / "out"
-    slow = ("--gpus", "all", "--batch", "1", "--max-new-tokens", "16")  # documents finish one by one
-    run = convert(folder, out, tiny_checkpoint, *slow, wait=False)
+    tokens = ("--max-new-tokens", "16")
+    # one page at a time, so documents finish one by one and the kill lands between two of them
+    run = convert(scale_folder, out, tiny_checkpoint, "--gpus", "all", "--batch", "1", *tokens, cpu_engines=1, wait=False)
     manifest = out / MANIFEST_NAME
     deadline = time.monotonic() + 120
     while not (manifest.is_file() and manifest.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = engine_processes(run.pid)
-    assert len(workers) == 2, run.communicate()
+    assert len(workers) == 1, run.communicate()
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 2 and "stopped (exit code -9)" in stderr, stderr
@@ -103,12 +68,12 @@ def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(
     assert 1 <= len(first) < 6 and all(e["state"] == "done" for e in first)
     kept = {e["document"]: (out / e["document"]).with_suffix(".md").stat().st_mtime_ns for e in first}
 
-    again = convert(folder, out, tiny_checkpoint, *slow, "-v")
+    again = convert(scale_folder, out, tiny_checkpoint, "--device", "cpu", *tokens, "-v")  # any runner resumes
     assert again.returncode in (0, 1), again.stderr
     assert again.stderr.count("skipped (done already)") == len(first)
     assert {d: (out / d).with_suffix(".md").stat().st_mtime_ns for d in kept} == kept  # finished ones untouched
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
-    assert sorted(e["document"] for e in lines) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.pdf"))
+    assert sorted(e["document"] for e in lines) == sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.md")) == \
-        sorted(p.relative_to(folder).with_suffix(".md").as_posix() for p in folder.rglob("*.pdf"))
+        sorted(p.relative_to(scale_folder).with_suffix(".md").as_posix() for p in scale_folder.rglob("*.pdf"))
     assert not list(out.rglob(".*.tmp"))
