@@ -74,7 +74,6 @@ class RayRunner:
         self.spec = spec
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self.engines = self.gpus or max(1, int(os.environ.get(CPU_WORKERS_ENV, "1")))
-        self.devices = [f"ray {'GPU' if self.gpus else 'CPU'} engines: {self.engines}"]
         self.settings = GenerationSettings(**spec.settings)
 
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:

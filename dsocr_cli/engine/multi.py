@@ -23,7 +23,7 @@ from ..generate import GenerationSettings
 from ..runner import OcrRequest, OcrResult
 from .spec import EngineSpec
 
-CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines to start on a host without CUDA (tests: 2); default 1
+CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines --gpus all starts on a host without CUDA (tests: 2); default 1
 QUEUED = 1024                          # requests waiting in the shared queue at most
 POLL_S = 0.5                           # how often a waiting parent checks that its workers live
 
@@ -55,24 +55,25 @@ def engine_devices(text: str) -> list[str]:
     return [f"cuda:{i}" for i in parse_gpus(text, available)]
 
 
-def _serve(device: str, spec: EngineSpec, tasks, commands, results) -> None:
-    """A worker process: build the engine, then for each run pull pages until its end marker."""
+def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, results) -> None:
+    """A worker process: build the engine, then for each run pull pages until its end marker.
+    Every message to the parent is (index, kind, payload)."""
     import torch
 
     if device.startswith("cuda:"):
         torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get(CPU_WORKERS_ENV, "1")))))
+    else:  # CPU engines share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // engines))
     try:
         engine = spec.build(device)
-        results.put(("ready", engine.settings))
+        results.put((index, "ready", engine.settings))
         while (settings := commands.get()) is not None:
             for result in engine.run(iter(tasks.get, None), settings):
-                results.put(("result", result))
-            results.put(("finished", None))
+                results.put((index, "result", result))
+            results.put((index, "finished", None))
         engine.close()
     except Exception as exc:
-        results.put(("failed", f"{type(exc).__name__}: {exc}"))
+        results.put((index, "failed", f"{type(exc).__name__}: {exc}"))
 
 
 class MultiRunner:
@@ -80,42 +81,40 @@ class MultiRunner:
         context = multiprocessing.get_context("spawn")  # CUDA state cannot be forked
         self.devices = devices
         self.tasks = context.Queue(QUEUED)
-        self.results = [context.Queue() for _ in devices]
+        self.results = context.Queue()
         self.commands = [context.Queue() for _ in devices]
-        self.pages_done = [0 for _ in devices]
-        self.processes = [context.Process(target=_serve, args=(device, spec, self.tasks, commands, results),
-                                          daemon=True, name=f"dsocr-engine-{device}")
-                          for device, commands, results in zip(devices, self.commands, self.results)]
+        self.pages_done = [0 for _ in devices]  # per engine, for the progress display
+        self.processes = [
+            context.Process(target=_serve, args=(i, device, len(devices), spec, self.tasks, commands, self.results),
+                            daemon=True, name=f"dsocr-engine-{device}")
+            for i, (device, commands) in enumerate(zip(devices, self.commands))]
         for process in self.processes:
             process.start()
         try:
-            self.settings: GenerationSettings = [self._receive(i, "ready") for i in range(len(devices))][0]
+            ready = [payload for _, _, payload in self._messages(len(devices))]
         except BaseException:
             self.close()
             raise
+        self.settings: GenerationSettings = ready[0]
 
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
         """Results as pages finish on any engine; `settings` as for Engine.run (this run on)."""
-        settings = settings or self.settings
         for commands in self.commands:
-            commands.put(settings)
+            commands.put(settings or self.settings)
         stop = threading.Event()
         feeder = threading.Thread(target=self._feed, args=(requests, stop), daemon=True)
         feeder.start()
-        running = set(range(len(self.devices)))
+        complete = False
         try:
-            while running:
-                for i in list(running):
-                    for kind, payload in self._drain(i):
-                        if kind == "result":
-                            self.pages_done[i] += 1
-                            yield payload
-                        else:
-                            running.discard(i)
+            for index, kind, payload in self._messages(len(self.devices)):
+                if kind == "result":
+                    self.pages_done[index] += 1
+                    yield payload
+            complete = True
         finally:
             stop.set()
             feeder.join()
-            if running:  # left early: the workers still hold pages, and this runner is spent
+            if not complete:  # left early: the workers still hold pages, and this runner is spent
                 self.close()
 
     def _feed(self, requests: Iterable[OcrRequest], stop: threading.Event) -> None:
@@ -128,36 +127,21 @@ class MultiRunner:
                 except queue.Full:
                     pass
 
-    def _drain(self, i: int) -> Iterator[tuple[str, object]]:
-        """Worker i's messages ready now (waiting a moment if none), until its run finishes."""
-        try:
-            message = self.results[i].get(timeout=POLL_S / len(self.devices))
-        except queue.Empty:
-            self._check(i)
-            return
-        while True:
-            kind, payload = message
-            if kind == "failed":
-                raise DsocrError(f"the engine on {self.devices[i]} failed: {payload}")
-            yield kind, payload
-            if kind == "finished":
-                return
+    def _messages(self, ends: int) -> Iterator[tuple[int, str, object]]:
+        """Messages from the engines until `ends` of them said ready or finished; a dead engine is an error."""
+        while ends:
             try:
-                message = self.results[i].get_nowait()
+                index, kind, payload = self.results.get(timeout=POLL_S)
             except queue.Empty:
-                return
-
-    def _receive(self, i: int, expected: str):
-        while True:
-            for kind, payload in self._drain(i):
-                if kind == expected:
-                    return payload
-
-    def _check(self, i: int) -> None:
-        process = self.processes[i]
-        if not process.is_alive():
-            raise DsocrError(f"the engine on {self.devices[i]} stopped (exit code {process.exitcode}); "
-                             "finished documents are kept: run the same command again to do the rest")
+                for device, process in zip(self.devices, self.processes):
+                    if not process.is_alive():
+                        raise DsocrError(f"the engine on {device} stopped (exit code {process.exitcode}); finished "
+                                         "documents are kept: run the same command again to do the rest") from None
+                continue
+            if kind == "failed":
+                raise DsocrError(f"the engine on {self.devices[index]} failed: {payload}")
+            ends -= kind in ("ready", "finished")
+            yield index, kind, payload
 
     def close(self) -> None:
         for commands in self.commands:
