@@ -86,7 +86,7 @@ class MultiRunner:
         self.pages_done = [0 for _ in devices]  # per engine, for the progress display
         self.processes = [
             context.Process(target=_serve, args=(i, device, len(devices), spec, self.tasks, commands, self.results),
-                            daemon=True, name=f"dsocr-engine-{device}")
+                            name=f"dsocr-engine-{device}")  # not daemons: engines start preprocessing workers
             for i, (device, commands) in enumerate(zip(devices, self.commands))]
         for process in self.processes:
             process.start()
