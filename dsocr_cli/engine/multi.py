@@ -1,7 +1,8 @@
-"""Every GPU of a host: one engine process per GPU, all pulling pages from one shared queue.
+"""Every GPU of a host: one engine process per GPU, fed pages as they make room for them.
 
-Pages are not split up front: each engine takes the next page when it has room for it, so one
-slow document never leaves the other GPUs idle. Each engine renders and preprocesses in its own
+Pages are not split up front: the parent hands each page to the engine holding fewest (at most
+what an engine takes in at once), and more as pages finish, so one slow document never leaves
+the other GPUs idle. Each engine renders and preprocesses in its own
 share of the host's CPU workers. `MultiRunner` offers the Runner interface (run, settings,
 close), so `dsocr convert` assembles and writes documents exactly as with one engine; results
 arrive in completion order and carry their request's key.
@@ -11,7 +12,6 @@ so far are written and recorded, those in flight are done again by the next run.
 """
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
 import queue
@@ -21,11 +21,12 @@ from typing import Iterable, Iterator
 from ..errors import DsocrError
 from ..generate import GenerationSettings
 from ..runner import OcrRequest, OcrResult
+from .feeder import DEPTH, PENDING
 from .spec import EngineSpec
 
 CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines --gpus all starts on a host without CUDA (tests: 2); default 1
-QUEUED = 1024                          # requests waiting in the shared queue at most
 POLL_S = 0.5                           # how often a waiting parent checks that its workers live
+WAIT_S = 0.001                         # how long an engine waits for a page before going on (decoding)
 
 
 def parse_gpus(text: str, available: int) -> list[int]:
@@ -55,8 +56,21 @@ def engine_devices(text: str) -> list[str]:
     return [f"cuda:{i}" for i in parse_gpus(text, available)]
 
 
+def _pages(tasks) -> Iterator[OcrRequest | object]:
+    """An engine's requests: what the parent hands it, PENDING while nothing is there, until its end marker."""
+    while True:
+        try:
+            request = tasks.get(timeout=WAIT_S)
+        except queue.Empty:
+            yield PENDING
+            continue
+        if request is None:
+            return
+        yield request
+
+
 def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, results) -> None:
-    """A worker process: build the engine, then for each run pull pages until its end marker.
+    """A worker process: build the engine, then for each run take pages until its end marker.
     Every message to the parent is (index, kind, payload)."""
     import torch
 
@@ -66,9 +80,9 @@ def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, comma
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // engines))
     try:
         engine = spec.build(device)
-        results.put((index, "ready", engine.settings))
+        results.put((index, "ready", (engine.settings, engine.max_batch)))
         while (settings := commands.get()) is not None:
-            for result in engine.run(iter(tasks.get, None), settings):
+            for result in engine.run(_pages(tasks), settings):
                 results.put((index, "result", result))
             results.put((index, "finished", None))
         engine.close()
@@ -80,14 +94,14 @@ class MultiRunner:
     def __init__(self, devices: list[str], spec: EngineSpec):
         context = multiprocessing.get_context("spawn")  # CUDA state cannot be forked
         self.devices = devices
-        self.tasks = context.Queue(QUEUED)
-        self.results = context.Queue()
+        self.tasks = [context.Queue() for _ in devices]
         self.commands = [context.Queue() for _ in devices]
+        self.results = context.Queue()
         self.pages_done = [0 for _ in devices]  # per engine, for the progress display
         self.processes = [
-            context.Process(target=_serve, args=(i, device, len(devices), spec, self.tasks, commands, self.results),
+            context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, self.results),
                             name=f"dsocr-engine-{device}")  # not daemons: engines start preprocessing workers
-            for i, (device, commands) in enumerate(zip(devices, self.commands))]
+            for i, (device, tasks, commands) in enumerate(zip(devices, self.tasks, self.commands))]
         for process in self.processes:
             process.start()
         try:
@@ -95,37 +109,51 @@ class MultiRunner:
         except BaseException:
             self.close()
             raise
-        self.settings: GenerationSettings = ready[0]
+        self.settings: GenerationSettings = ready[0][0]
+        # pages an engine holds at most: as many as it takes in (a batch decoding, one waiting, those
+        # being prepared), so it finds a page whenever it has room, and the other engines get the rest
+        self.limit = 2 * max(batch for _, batch in ready) + DEPTH
+        self.held = [0 for _ in devices]
+        self.room = threading.Condition()
 
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
         """Results as pages finish on any engine; `settings` as for Engine.run (this run on)."""
         for commands in self.commands:
             commands.put(settings or self.settings)
         stop = threading.Event()
-        feeder = threading.Thread(target=self._feed, args=(requests, stop), daemon=True)
-        feeder.start()
+        dealer = threading.Thread(target=self._deal, args=(requests, stop), daemon=True)
+        dealer.start()
         complete = False
         try:
             for index, kind, payload in self._messages(len(self.devices)):
                 if kind == "result":
                     self.pages_done[index] += 1
+                    with self.room:
+                        self.held[index] -= 1
+                        self.room.notify()
                     yield payload
             complete = True
         finally:
             stop.set()
-            feeder.join()
+            with self.room:
+                self.room.notify()
+            dealer.join()
             if not complete:  # left early: the workers still hold pages, and this runner is spent
                 self.close()
 
-    def _feed(self, requests: Iterable[OcrRequest], stop: threading.Event) -> None:
-        """The shared queue: every request, then one end marker per engine."""
-        for item in itertools.chain(requests, [None] * len(self.devices)):
-            while not stop.is_set():
-                try:
-                    self.tasks.put(item, timeout=POLL_S)
-                    break
-                except queue.Full:
-                    pass
+    def _deal(self, requests: Iterable[OcrRequest], stop: threading.Event) -> None:
+        """Each page to the engine holding fewest, as engines make room; then an end marker to each."""
+        for request in requests:
+            with self.room:
+                while min(self.held) >= self.limit and not stop.is_set():
+                    self.room.wait()
+                if stop.is_set():
+                    return
+                index = self.held.index(min(self.held))
+                self.held[index] += 1
+            self.tasks[index].put(request)
+        for tasks in self.tasks:
+            tasks.put(None)
 
     def _messages(self, ends: int) -> Iterator[tuple[int, str, object]]:
         """Messages from the engines until `ends` of them said ready or finished; a dead engine is an error."""
@@ -151,4 +179,5 @@ class MultiRunner:
             if process.is_alive():
                 process.kill()
                 process.join()
-        self.tasks.cancel_join_thread()
+        for tasks in self.tasks:
+            tasks.cancel_join_thread()
