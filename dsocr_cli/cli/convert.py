@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import convert as pipeline
 from .. import checkpoint, storage
+from .. import convert as pipeline
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
 from ..engine.multi import MultiRunner, engine_devices
@@ -66,7 +66,7 @@ def convert(
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as "
                                                                         "many as GPU memory holds).")] = None,
     gpus: Annotated[Optional[str], typer.Option(
-        "--gpus", help="all or GPU indices (0,1,3): one engine per GPU, all pulling pages from one queue. "
+        "--gpus", help="all or GPU indices (0,1,3): one engine per GPU, each handed pages as it makes room. "
                        "Without CUDA: one CPU engine.")] = None,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays).")] = None,
@@ -86,6 +86,10 @@ def convert(
         raise DsocrError(f"--tables {tables}: use one of {', '.join(TABLE_MODES)}")
     if math not in MATH_MODES:
         raise DsocrError(f"--math-delimiters {math}: use one of {', '.join(MATH_MODES)}")
+    if gpus is not None and ray is not None:
+        raise DsocrError("--gpus and --ray do not go together (Ray gives each engine a GPU itself)")
+    if (gpus is not None or ray is not None) and device != "auto":
+        raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = "free-ocr" if no_layout else "document"
     options = pipeline.ConvertOptions(
         mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
@@ -156,17 +160,13 @@ def convert(
 
 def _runner(model, device, dtype, batch, settings, gpus, ray):
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
-    if gpus is not None and ray is not None:
-        raise DsocrError("--gpus and --ray do not go together (Ray gives each engine one GPU itself)")
-    if (gpus is not None or ray is not None) and device != "auto":
-        raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
+    if gpus is None and ray is None:
+        return load_runner(model, device, dtype, max_batch=batch, **settings)
+    load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
     if ray is not None:
         from ..ray_pipeline import RayRunner
-        return RayRunner(ray, EngineSpec(partial(open_model, checkpoint.resolve(model), dtype=dtype), settings, batch))
-    if gpus is None:
-        return load_runner(model, device, dtype, max_batch=batch, **settings)
+        return RayRunner(ray, EngineSpec(load, settings, batch))
     devices = engine_devices(gpus)
-    load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
     return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices))))
 
 
