@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,24 @@ def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.md")) == \
         sorted(p.relative_to(scale_folder).with_suffix(".md").as_posix() for p in scale_folder.rglob("*.pdf"))
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_pages_are_dealt_to_the_engine_holding_fewest_run_after_run(tiny_checkpoint):
+    from dsocr_cli.bench import _requests
+    from dsocr_cli.convert import stronger_guard
+    from dsocr_cli.engine.multi import MultiRunner
+    from dsocr_cli.engine.spec import EngineSpec
+    from dsocr_cli.preprocess import MODES
+    from dsocr_cli.runner import open_model
+
+    spec = EngineSpec(partial(open_model, str(tiny_checkpoint), dtype="fp32"), {"max_new_tokens": 4})
+    runner = MultiRunner(["cpu", "cpu"], spec)
+    try:
+        pages = list(runner.run(_requests(6, MODES["tiny"], "<image>\nFree OCR.")))
+        assert sorted(r.key for r in pages) == list(range(6)) and runner.pages_done == [3, 3]
+        again = list(runner.run(_requests(4, MODES["tiny"], "<image>\nFree OCR.", offset=6),
+                                settings=stronger_guard(runner.settings)))
+        assert sorted(r.key for r in again) == [6, 7, 8, 9] and runner.pages_done == [5, 5]
+    finally:
+        runner.close()
+    assert not any(process.is_alive() for process in runner.processes)
