@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 from typing import Iterable, Iterator
 
@@ -74,6 +75,7 @@ def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, comma
     Every message to the parent is (index, kind, payload)."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the engines
     if device.startswith("cuda:"):
         torch.cuda.set_device(device)
     else:  # CPU engines share the cores
@@ -121,7 +123,8 @@ class MultiRunner:
         for commands in self.commands:
             commands.put(settings or self.settings)
         stop = threading.Event()
-        dealer = threading.Thread(target=self._deal, args=(requests, stop), daemon=True)
+        failures: list[BaseException] = []
+        dealer = threading.Thread(target=self._deal, args=(requests, stop, failures), daemon=True)
         dealer.start()
         complete = False
         try:
@@ -132,6 +135,8 @@ class MultiRunner:
                         self.held[index] -= 1
                         self.room.notify()
                     yield payload
+            if failures:  # the requests themselves failed: the caller's error, raised in its thread
+                raise failures[0]
             complete = True
         finally:
             stop.set()
@@ -141,17 +146,20 @@ class MultiRunner:
             if not complete:  # left early: the workers still hold pages, and this runner is spent
                 self.close()
 
-    def _deal(self, requests: Iterable[OcrRequest], stop: threading.Event) -> None:
+    def _deal(self, requests: Iterable[OcrRequest], stop: threading.Event, failures: list[BaseException]) -> None:
         """Each page to the engine holding fewest, as engines make room; then an end marker to each."""
-        for request in requests:
-            with self.room:
-                while min(self.held) >= self.limit and not stop.is_set():
-                    self.room.wait()
-                if stop.is_set():
-                    return
-                index = self.held.index(min(self.held))
-                self.held[index] += 1
-            self.tasks[index].put(request)
+        try:
+            for request in requests:
+                with self.room:
+                    while min(self.held) >= self.limit and not stop.is_set():
+                        self.room.wait()
+                    if stop.is_set():
+                        return
+                    index = self.held.index(min(self.held))
+                    self.held[index] += 1
+                self.tasks[index].put(request)
+        except BaseException as exc:
+            failures.append(exc)
         for tasks in self.tasks:
             tasks.put(None)
 
