@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import fsspec
-import pytest
 from typer.testing import CliRunner
 
 from dsocr_cli import storage
