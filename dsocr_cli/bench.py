@@ -9,14 +9,19 @@ import random
 import statistics
 import time
 from functools import partial
+
 import torch
 from PIL import Image, ImageDraw
 
+from .checkpoint import ModelConfig, official_config
 from .engine.engine import Engine, EngineStats
+from .engine.multi import MultiRunner
+from .engine.spec import EngineSpec
 from .model.ocr import DeepseekOCR
 from .preprocess import Mode
 from .prompts import load_prompt
-from .runner import OcrRequest, PlainRunner, settings_for
+from .random_weights import random_model
+from .runner import OcrRequest, PlainRunner, pick_device, pick_dtype, preprocess_workers, settings_for
 from .tokenizer import Tokenizer
 
 A4 = (1190, 1684)
@@ -110,6 +115,37 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
         report["baseline_tokens_per_s"] = output_tokens / plain_s
         report["speedup_vs_baseline"] = report["pages_per_s"] * plain_s
     return report
+
+
+def random_weight_model(device: str, dtype: str = "auto") -> tuple[DeepseekOCR, Tokenizer]:
+    """The full-size model with seeded random weights (the same on every device), and the tokenizer."""
+    dev = pick_device(device)
+    config = ModelConfig.from_dict(official_config())
+    return random_model(config, 0, dev, pick_dtype(dtype, dev)), Tokenizer.bundled()
+
+
+def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens: int, batch: int | None) -> dict:
+    """pages/s of one engine, then of one engine per device on the shared queue (--gpus), and the ratio.
+
+    Both runs go through the same worker processes and queue, each engine warmed up first, so the
+    ratio is what adding GPUs buys."""
+    prompt = load_prompt("document")
+    rates, errors = {}, 0
+    for group in ([devices[0]], devices):
+        spec = EngineSpec(load, dict(max_new_tokens=output_tokens, ignore_eos=True), batch,
+                          preprocess_workers(group[0], len(group)), partial(_requests, 1, mode, prompt, 10_000))
+        runner = MultiRunner(group, spec)
+        try:
+            start = time.perf_counter()
+            results = list(runner.run(_requests(pages, mode, prompt)))
+            rates[len(group)] = pages / (time.perf_counter() - start)
+            errors += sum(1 for r in results if r.error)
+        finally:
+            runner.close()
+    return {"mode": mode.name, "pages": pages, "output_tokens_per_page": output_tokens, "devices": devices,
+            "pages_per_s_1_gpu": rates[1], "pages_per_s_all_gpus": rates[len(devices)],
+            "speedup": rates[len(devices)] / rates[1], "errors": errors, "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
 
 def profile_decode(engine: Engine, mode: Mode, prompt: str, steps: int = 20) -> list[dict]:

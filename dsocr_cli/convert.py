@@ -26,10 +26,12 @@ from .figures import FigureReading, figure_markdown
 from .generate import GenerationSettings
 from .grounding import parse_blocks
 from .layout import document_layout, failed_page_layout, page_layout, raw_pages_from_layout
+from .manifest import document_key
 from .markdown import RenderOptions, join_pages, render_page
 from .preprocess import Mode
 from .runner import OcrRequest, OcrResult, Runner
-from .writers import Target, is_done, plan_outputs, save_image, write_atomic
+from .shard import Shard
+from .writers import Target, plan_outputs, save_image, write_atomic
 
 # The retry guard: n-grams of 20 tokens may not repeat within 256 (the first pass: 30 within 90).
 RETRY_NGRAM_SIZE = 20
@@ -91,19 +93,25 @@ class DocumentReport:
 
 
 def plan_jobs(sources: list[Source], output: str | None, options: ConvertOptions,
-              skip_existing: bool = False) -> tuple[list[Job], list[DocumentReport]]:
-    """Jobs for the readable inputs, and reports for those that fail or are done already."""
+              finished: Callable[[Target], bool] | None = None,
+              shard: Shard | None = None) -> tuple[list[Job], list[DocumentReport]]:
+    """Jobs for the readable inputs (of `shard`), and reports for those that fail or are `finished`.
+
+    Output names are planned over all the inputs, so every shard names its outputs alike.
+    """
     readable = [source for source in sources if source.error is None]
     targets = dict(zip(map(id, readable), plan_outputs(sources, output)))
     if options.pages:
         parse_pages(options.pages, 0)  # bad syntax is a usage error, before any work
     jobs, reports = [], []
     for source in sources:
+        if shard is not None and not shard.holds(document_key(source)):
+            continue
         if source.error is not None:
             reports.append(DocumentReport(source, error=source.error))
             continue
         target = targets[id(source)]
-        if skip_existing and is_done(target):
+        if finished is not None and finished(target):
             reports.append(DocumentReport(source, target, skipped=True))
             continue
         try:

@@ -155,7 +155,13 @@ def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", lo
     from .engine.engine import Engine
 
     net, tokenizer = open_model(model, device, dtype)
-    on_gpu = net.lm_head.weight.device.type == "cuda"
-    workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if on_gpu else 0
     return Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
-                  max_batch=max_batch, workers=workers)
+                  max_batch=max_batch, workers=preprocess_workers(net.lm_head.weight.device))
+
+
+def preprocess_workers(device: torch.device | str, engines: int = 1) -> int:
+    """Rendering/preprocessing processes per engine: the host's cores but two, shared by its engines.
+    On the CPU the model needs the cores itself, so pages are prepared in its own process."""
+    if torch.device(device).type != "cuda":
+        return 0
+    return min(8, max(0, ((os.cpu_count() or 1) - 2) // engines))

@@ -91,7 +91,7 @@ class Target:
 def plan_outputs(sources: list[Source], output: str | None) -> list[Target]:
     """One Target per readable source (those with an error get none), in order; see the module doc."""
     readable = [source for source in sources if source.error is None]
-    if output is not None and output != "-" and _is_folder(output):
+    if output is not None and output != "-" and is_folder(output):
         return _unique(readable, [Path(output) / s.relative.parent for s in readable], markdown_out=True)
     if output is not None and len(readable) > 1:
         raise DsocrError(f"-o {output}: {len(readable)} inputs need an output folder: write it as -o DIR/")
@@ -110,7 +110,8 @@ def is_done(target: Target) -> bool:
     return target.markdown is not None and target.markdown.is_file()
 
 
-def _is_folder(output: str) -> bool:
+def is_folder(output: str) -> bool:
+    """-o names a folder: it ends in / or is one."""
     return output.endswith(("/", os.sep)) or os.path.isdir(output)
 
 

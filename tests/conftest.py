@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,45 @@ def run_dsocr(*args: str, stdin: str | None = None, cwd=None) -> subprocess.Comp
     """Run the real command line (python -m dsocr_cli) and capture its output."""
     return subprocess.run([sys.executable, "-m", "dsocr_cli", *map(str, args)], input=stdin, capture_output=True,
                           text=True, cwd=cwd, timeout=300)
+
+
+# ---- scaling out: one folder converted by one engine, by --gpus engines and by Ray -----------------
+
+SCALE_TINY = ("--mode", "tiny", "--max-new-tokens", "8", "--json", "--keep-raw")
+
+
+def convert_folder(folder, out, checkpoint, *extra, cpu_engines: int = 2, wait: bool = True):
+    """`dsocr convert FOLDER -o OUT/` with the tiny model; --gpus and --ray start `cpu_engines` CPU engines."""
+    env = {**os.environ, "DSOCR_CPU_WORKERS": str(cpu_engines)}
+    args = [sys.executable, "-m", "dsocr_cli", "convert", str(folder), "-o", f"{out}/", "--model", str(checkpoint),
+            *SCALE_TINY, *extra]
+    if not wait:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+
+
+def outputs_of(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes by name, the manifest left out (it records times)."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "dsocr-manifest.jsonl"}
+
+
+@pytest.fixture(scope="session")
+def scale_folder(tmp_path_factory):
+    """Six PDFs of 1-3 pages, two in a subfolder."""
+    from test_convert import make_pdf
+
+    root = tmp_path_factory.mktemp("scale") / "in"
+    (root / "sub").mkdir(parents=True)
+    for n in range(6):
+        make_pdf(root / ("sub" if n % 3 == 0 else "") / f"doc{n}.pdf", 1 + n % 3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def one_engine_outputs(scale_folder, tiny_checkpoint, tmp_path_factory):
+    """What one engine in the command's own process writes for `scale_folder`."""
+    out = tmp_path_factory.mktemp("one-engine") / "out"
+    result = convert_folder(scale_folder, out, tiny_checkpoint, "--device", "cpu")
+    assert result.returncode in (0, 1), result.stderr
+    return outputs_of(out)

@@ -1,6 +1,7 @@
 """The `dsocr` command line: one module per command, registered here."""
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 
@@ -10,6 +11,8 @@ from ..errors import DsocrError
 from . import bench, compress, convert, describe, info, locate, ocr, parse_chart, parse_chem
 from .batch import OUTPUT_HELP
 from .eval import eval_
+
+RAY_ADDRESS = re.compile(r"auto|local|ray://\S+|[\w.-]+:\d+")
 
 app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
@@ -29,10 +32,22 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     sys.stderr.write(f"dsocr: warning: {message}\n")
 
 
+def ray_address_given(argv: list[str]) -> list[str]:
+    """Bare `--ray` means the local Ray, but a Typer option always takes a value: supply it, unless
+    the next argument is an address (auto, local, ray://..., host:port) rather than an input."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--ray" and not (following and RAY_ADDRESS.fullmatch(following)):
+            out.append("local")
+    return out
+
+
 def main() -> None:
     warnings.showwarning = _warning_line
     try:
-        app()
+        app(args=ray_address_given(sys.argv[1:]))
     except DsocrError as exc:
         sys.stderr.write(f"dsocr: error: {exc}\n")
         sys.exit(exc.exit_code)

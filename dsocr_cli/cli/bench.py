@@ -1,20 +1,19 @@
 """`dsocr bench`: pages/s of the engine on synthetic pages, full-size model, one table."""
 from __future__ import annotations
 
-import os
 import time
+from functools import partial
 from typing import Annotated, Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .. import checkpoint
-from ..bench import run_bench
+from ..bench import random_weight_model, run_bench, run_scaling
+from ..engine.multi import engine_devices
 from ..errors import DsocrError
-from ..random_weights import random_model
-from ..runner import open_model, pick_device, pick_dtype
+from ..runner import open_model, preprocess_workers
 from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, ModeOpt, mode_of, print_json, warn
 
 
@@ -30,27 +29,30 @@ def bench(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    gpus: Annotated[Optional[str], typer.Option(
+        "--gpus", help="all or GPU indices (0,1): pages/s with the first GPU alone, then with all of them "
+                       "(one engine each, as convert --gpus), and the speed-up.")] = None,
 ) -> None:
     """Throughput on synthetic pages: pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
     if batch != "auto" and not batch.isdigit():
         raise DsocrError("--batch takes auto or a number")
+    max_batch = None if batch == "auto" else int(batch)
+    load = partial(random_weight_model, dtype=dtype) if random_weights else partial(open_model, checkpoint.resolve(model), dtype=dtype)
     start = time.perf_counter()
-    if random_weights:
-        dev = pick_device(device)
-        net = random_model(checkpoint.ModelConfig.from_dict(checkpoint.official_config()), 0, dev, pick_dtype(dtype, dev))
-        from ..tokenizer import Tokenizer
-        tokenizer = Tokenizer.bundled()
+    if gpus is not None:
+        if device != "auto":
+            raise DsocrError("--device does not go with --gpus: it picks the devices")
+        report = run_scaling(load, engine_devices(gpus), mode_of(mode), pages, output_tokens, max_batch)
     else:
-        net, tokenizer = open_model(model, device, dtype)
-    load_s = time.perf_counter() - start
-    if net.lm_head.weight.device.type != "cuda":
-        warn("benchmarking on the CPU: expect seconds per token")
-    workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if net.lm_head.weight.device.type == "cuda" else 0
-    report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens,
-                       None if batch == "auto" else int(batch), baseline, workers, profile)
+        net, tokenizer = load(device)
+        load_s = time.perf_counter() - start
+        if net.lm_head.weight.device.type != "cuda":
+            warn("benchmarking on the CPU: expect seconds per token")
+        report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens, max_batch, baseline,
+                           preprocess_workers(net.lm_head.weight.device), profile)
+        report["load_s"] = load_s
+        report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
     report["model"] = "random weights (full size)" if random_weights else checkpoint.model_name(model)
-    report["load_s"] = load_s
-    report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
     if as_json:
         print_json(report)
         return

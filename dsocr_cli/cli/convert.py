@@ -2,22 +2,29 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .. import checkpoint, storage
 from .. import convert as pipeline
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
+from ..engine.multi import MultiRunner, engine_devices
+from ..engine.spec import EngineSpec
 from ..errors import DsocrError
+from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
 from ..prompts import load_prompt
-from ..runner import load_runner
-from ..writers import plan_outputs
+from ..runner import load_runner, open_model, preprocess_workers
+from ..shard import parse_shard
+from ..writers import is_done, is_folder, plan_outputs
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
                      NgramWindowOpt, PromptFileOpt, mode_of, resolve_prompt, stderr, warn)
 
@@ -28,7 +35,8 @@ def convert(
              "one path per line from stdin.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option(
         "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it), "
-                               "or - for stdout. Default: beside each input.")] = None,
+                               "or - for stdout. Default: beside each input. Inputs and DIR/ may be URIs "
+                               "(file://, s3://, ...: what fsspec opens).")] = None,
     mode: ModeOpt = ModeName.gundam,
     no_layout: Annotated[bool, typer.Option("--no-layout", help="Free OCR: no layout blocks, boxes or figures.")] = False,
     prompt_file: PromptFileOpt = None,
@@ -61,8 +69,20 @@ def convert(
     ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as "
                                                                         "many as GPU memory holds).")] = None,
+    gpus: Annotated[Optional[str], typer.Option(
+        "--gpus", help="all or GPU indices (0,1,3): one engine per GPU, each handed pages as it makes room. "
+                       "Without CUDA: one CPU engine.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays).")] = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="[ADDRESS]", help="Run on a Ray cluster (needs the ray extra: pip install 'dsocr\\[ray]'): ADDRESS as ray.init "
+                                          "takes it (auto, ray://host:10001); bare --ray starts or joins a local Ray.")] = None,
 ) -> None:
     """Convert documents to Markdown, with figures, tables and math; pages run in batches on the GPU.
+
+    With -o DIR/, DIR/dsocr-manifest.jsonl records each document as it finishes (done, with its
+    outputs' checksums, or failed, with the reason): running the same command again skips the
+    documents done and converts the rest.
 
     Exit status: 0 all converted, 1 some inputs or pages failed (the rest is written), 2 usage error.
     """
@@ -70,6 +90,10 @@ def convert(
         raise DsocrError(f"--tables {tables}: use one of {', '.join(TABLE_MODES)}")
     if math not in MATH_MODES:
         raise DsocrError(f"--math-delimiters {math}: use one of {', '.join(MATH_MODES)}")
+    if gpus is not None and ray is not None:
+        raise DsocrError("--gpus and --ray do not go together (Ray gives each engine a GPU itself)")
+    if (gpus is not None or ray is not None) and device != "auto":
+        raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = "free-ocr" if no_layout else "document"
     options = pipeline.ConvertOptions(
         mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
@@ -78,6 +102,7 @@ def convert(
         figure_prompt=load_prompt("parse-figure") if parse_figures else None,
         meta={"mode": mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
     started = time.perf_counter()
+    manifest = remote = None
     if from_raw is not None:
         if parse_figures:
             raise DsocrError("--parse-figures runs the model on the figures: it cannot go with --from-raw")
@@ -87,15 +112,21 @@ def convert(
     else:
         if not inputs:
             raise DsocrError("no inputs: give PDFs, images, folders, or - to read paths from stdin")
+        if output and storage.is_remote(output):
+            remote = storage.RemoteFolder(output)
+            output = f"{remote.local}/"
+        output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
-        sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None, skip=skip)
-        jobs, reports = pipeline.plan_jobs(sources, output, options, skip_existing)
-        runner = None
-        if jobs:
-            options = replace(options, meta={"model": model_name(model), **options.meta})
-            runner = load_runner(model, device, dtype, max_batch=batch, max_new_tokens=max_new_tokens,
-                                 ngram_size=ngram_size, ngram_window=ngram_window)
+        sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
+        options = replace(options, meta={"model": model_name(model), **options.meta})
+        if output and output != "-" and is_folder(output):
+            manifest = Manifest(Path(output), fingerprint(options))
+        jobs, reports = pipeline.plan_jobs(sources, output, options, _finished(skip_existing, manifest),
+                                           parse_shard(shard) if shard else None)
+        settings = dict(max_new_tokens=max_new_tokens, ngram_size=ngram_size, ngram_window=ngram_window)
+        runner = _runner(model, device, dtype, batch, settings, gpus, ray) if jobs else None
     for report in reports:
+        _record(manifest, remote, report)
         _tell(report, quiet, verbose)
     total_pages = sum(len(job.numbers) for job in jobs)
     show = not quiet and stderr.is_terminal
@@ -104,13 +135,17 @@ def convert(
                   console=stderr, disable=not show, transient=True) as progress:
         files = progress.add_task("files", total=len(jobs), rate="")
         page_bar = progress.add_task("pages", total=total_pages, rate="")
+        engines = getattr(runner, "devices", None) or []  # --gpus: one line per engine
+        engine_bars = [progress.add_task(f"  {device}", total=None, rate="") for device in engines]
         done_pages = 0
 
         def on_page(job, page):
             nonlocal done_pages
             done_pages += 1
-            rate = done_pages / max(time.perf_counter() - started, 1e-9)
-            progress.update(page_bar, completed=min(done_pages, total_pages), rate=f"{rate:.2f} pages/s")
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            progress.update(page_bar, completed=min(done_pages, total_pages), rate=f"{done_pages / elapsed:.2f} pages/s")
+            for bar, count in zip(engine_bars, getattr(runner, "pages_done", [])):
+                progress.update(bar, completed=count, rate=f"{count / elapsed:.2f} pages/s")
 
         try:
             for report in pipeline.convert(jobs, runner, options, on_page):
@@ -119,6 +154,7 @@ def convert(
                     sys.stdout.write(report.markdown)
                     sys.stdout.flush()
                 reports.append(report)
+                _record(manifest, remote, report)
                 _tell(report, quiet, verbose, progress.console)
         finally:
             if runner is not None:
@@ -127,6 +163,46 @@ def convert(
         _summary(reports, time.perf_counter() - started)
     if not all(report.ok or report.skipped for report in reports):
         raise typer.Exit(1)
+
+
+def _runner(model, device, dtype, batch, settings, gpus, ray):
+    """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
+    if gpus is None and ray is None:
+        return load_runner(model, device, dtype, max_batch=batch, **settings)
+    load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
+    if ray is not None:
+        from ..ray_pipeline import RayRunner
+        return RayRunner(ray, EngineSpec(load, settings, batch))
+    devices = engine_devices(gpus)
+    return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices))))
+
+
+def _finished(skip_existing: bool, manifest: Manifest | None):
+    """Which planned documents to leave: recorded done in the manifest, or (--skip-existing) with Markdown."""
+    if skip_existing:
+        return lambda target: is_done(target) or (manifest is not None and manifest.finished(target))
+    return manifest.finished if manifest is not None else None
+
+
+def _record(manifest: Manifest | None, remote: storage.RemoteFolder | None, report: pipeline.DocumentReport) -> None:
+    """The document's manifest line; with an output in a store, its outputs and the manifest uploaded."""
+    if manifest is None or report.skipped:
+        return
+    entry = manifest.record(report)
+    if remote is not None:
+        remote.push(list(entry.get("outputs", {})))
+
+
+def _local_inputs(inputs: list[str]) -> list[str]:
+    """file:// URIs as paths; inputs in a store downloaded to a temporary folder first."""
+    into = None
+    local = []
+    for arg in inputs:
+        if storage.is_remote(arg):
+            into = into or Path(tempfile.mkdtemp(prefix="dsocr-in-"))
+            arg = storage.fetch_input(arg, into)
+        local.append(storage.local_path(arg))
+    return local
 
 
 def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipeline.ConvertOptions):

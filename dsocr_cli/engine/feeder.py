@@ -54,6 +54,13 @@ def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
     return Prepared(request, image, prompt, page_size=size)
 
 
+DEPTH = 128  # requests prepared ahead by a worker pool
+
+# A request iterator may yield PENDING: nothing to run yet, ask again later (pages handed out by
+# another process). The feeder then stops pulling for now, without taking the iterator for done.
+PENDING = object()
+
+
 def _one_thread() -> None:
     """A worker prepares one page at a time: torch's default thread team per worker (a thread per core,
     spinning between copies) would take the cores the GPU process needs to launch kernels."""
@@ -71,7 +78,7 @@ class Feeder:
     The pool belongs to the caller and outlives the feeder: starting spawned workers takes seconds.
     """
 
-    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, pool=None, depth: int = 128):
+    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, pool=None, depth: int = DEPTH):
         self.requests: Iterator[OcrRequest] = iter(requests)
         self.tokenizer = tokenizer
         self.depth = depth
@@ -88,6 +95,8 @@ class Feeder:
             request = next(self.requests, None)
             if request is None:
                 self.exhausted = True
+            elif request is PENDING:
+                return
             else:
                 self.ahead.append((request, self.pool.apply_async(_views, (request,))))
 
@@ -95,9 +104,13 @@ class Feeder:
         """Up to n prepared requests that are ready now; with `wait`, block for at least one."""
         out: list[Prepared] = []
         if self.pool is None:
-            while len(out) < n and (request := next(self.requests, None)) is not None:
+            while len(out) < n:
+                request = next(self.requests, None)
+                if request is None:
+                    self.exhausted = True
+                if request is None or request is PENDING:
+                    break
                 out.append(_assemble(request, _views(request), self.tokenizer))
-            self.exhausted = len(out) < n
             return out
         self._submit()
         while self.ahead and len(out) < n and (self.ahead[0][1].ready() or (wait and not out)):

@@ -1,0 +1,191 @@
+"""Every GPU of a host: one engine process per GPU, fed pages as they make room for them.
+
+Pages are not split up front: the parent hands each page to the engine holding fewest (at most
+what an engine takes in at once), and more as pages finish, so one slow document never leaves
+the other GPUs idle. Each engine renders and preprocesses in its own
+share of the host's CPU workers. `MultiRunner` offers the Runner interface (run, settings,
+close), so `dsocr convert` assembles and writes documents exactly as with one engine; results
+arrive in completion order and carry their request's key.
+
+A worker that dies (killed, out of memory) ends the run with an error: the documents finished
+so far are written and recorded, those in flight are done again by the next run.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from typing import Iterable, Iterator
+
+from ..errors import DsocrError
+from ..generate import GenerationSettings
+from ..runner import OcrRequest, OcrResult
+from .feeder import DEPTH, PENDING
+from .spec import EngineSpec
+
+CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines --gpus all starts on a host without CUDA (tests: 2); default 1
+POLL_S = 0.5                           # how often a waiting parent checks that its workers live
+WAIT_S = 0.001                         # how long an engine waits for a page before going on (decoding)
+
+
+def parse_gpus(text: str, available: int) -> list[int]:
+    """--gpus: 'all' or a comma-separated list of CUDA indices among `available` GPUs."""
+    if text.strip() == "all":
+        return list(range(available))
+    try:
+        indices = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise DsocrError(f"--gpus {text}: use all, or GPU indices such as 0,1,3") from None
+    if len(set(indices)) != len(indices):
+        raise DsocrError(f"--gpus {text}: a GPU is named twice")
+    missing = [i for i in indices if not 0 <= i < available]
+    if missing:
+        raise DsocrError(f"--gpus {text}: no GPU {missing[0]} (this host has {available}: 0..{available - 1})"
+                         if available else f"--gpus {text}: this host has no CUDA GPU (use --gpus all for the CPU)")
+    return indices
+
+
+def engine_devices(text: str) -> list[str]:
+    """Devices for --gpus on this host: cuda:N for each GPU named, or CPU engines without CUDA."""
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0 and text.strip() == "all":
+        return ["cpu"] * max(1, int(os.environ.get(CPU_WORKERS_ENV, "1")))
+    return [f"cuda:{i}" for i in parse_gpus(text, available)]
+
+
+def _pages(tasks) -> Iterator[OcrRequest | object]:
+    """An engine's requests: what the parent hands it, PENDING while nothing is there, until its end marker."""
+    while True:
+        try:
+            request = tasks.get(timeout=WAIT_S)
+        except queue.Empty:
+            yield PENDING
+            continue
+        if request is None:
+            return
+        yield request
+
+
+def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, results) -> None:
+    """A worker process: build the engine, then for each run take pages until its end marker.
+    Every message to the parent is (index, kind, payload)."""
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the engines
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(device)
+    else:  # CPU engines share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // engines))
+    try:
+        engine = spec.build(device)
+        results.put((index, "ready", (engine.settings, engine.max_batch)))
+        while (settings := commands.get()) is not None:
+            for result in engine.run(_pages(tasks), settings):
+                results.put((index, "result", result))
+            results.put((index, "finished", None))
+        engine.close()
+    except Exception as exc:
+        results.put((index, "failed", f"{type(exc).__name__}: {exc}"))
+
+
+class MultiRunner:
+    def __init__(self, devices: list[str], spec: EngineSpec):
+        context = multiprocessing.get_context("spawn")  # CUDA state cannot be forked
+        self.devices = devices
+        self.tasks = [context.Queue() for _ in devices]
+        self.commands = [context.Queue() for _ in devices]
+        self.results = context.Queue()
+        self.pages_done = [0 for _ in devices]  # per engine, for the progress display
+        self.processes = [
+            context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, self.results),
+                            name=f"dsocr-engine-{device}")  # not daemons: engines start preprocessing workers
+            for i, (device, tasks, commands) in enumerate(zip(devices, self.tasks, self.commands))]
+        for process in self.processes:
+            process.start()
+        try:
+            ready = [payload for _, _, payload in self._messages(len(devices))]
+        except BaseException:
+            self.close()
+            raise
+        self.settings: GenerationSettings = ready[0][0]
+        # pages an engine holds at most: as many as it takes in (a batch decoding, one waiting, those
+        # being prepared), so it finds a page whenever it has room, and the other engines get the rest
+        self.limit = 2 * max(batch for _, batch in ready) + DEPTH
+        self.held = [0 for _ in devices]
+        self.room = threading.Condition()
+
+    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
+        """Results as pages finish on any engine; `settings` as for Engine.run (this run on)."""
+        for commands in self.commands:
+            commands.put(settings or self.settings)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+        dealer = threading.Thread(target=self._deal, args=(requests, stop, failures), daemon=True)
+        dealer.start()
+        complete = False
+        try:
+            for index, kind, payload in self._messages(len(self.devices)):
+                if kind == "result":
+                    self.pages_done[index] += 1
+                    with self.room:
+                        self.held[index] -= 1
+                        self.room.notify()
+                    yield payload
+            if failures:  # the requests themselves failed: the caller's error, raised in its thread
+                raise failures[0]
+            complete = True
+        finally:
+            stop.set()
+            with self.room:
+                self.room.notify()
+            dealer.join()
+            if not complete:  # left early: the workers still hold pages, and this runner is spent
+                self.close()
+
+    def _deal(self, requests: Iterable[OcrRequest], stop: threading.Event, failures: list[BaseException]) -> None:
+        """Each page to the engine holding fewest, as engines make room; then an end marker to each."""
+        try:
+            for request in requests:
+                with self.room:
+                    while min(self.held) >= self.limit and not stop.is_set():
+                        self.room.wait()
+                    if stop.is_set():
+                        return
+                    index = self.held.index(min(self.held))
+                    self.held[index] += 1
+                self.tasks[index].put(request)
+        except BaseException as exc:
+            failures.append(exc)
+        for tasks in self.tasks:
+            tasks.put(None)
+
+    def _messages(self, ends: int) -> Iterator[tuple[int, str, object]]:
+        """Messages from the engines until `ends` of them said ready or finished; a dead engine is an error."""
+        while ends:
+            try:
+                index, kind, payload = self.results.get(timeout=POLL_S)
+            except queue.Empty:
+                for device, process in zip(self.devices, self.processes):
+                    if not process.is_alive():
+                        raise DsocrError(f"the engine on {device} stopped (exit code {process.exitcode}); finished "
+                                         "documents are kept: run the same command again to do the rest") from None
+                continue
+            if kind == "failed":
+                raise DsocrError(f"the engine on {self.devices[index]} failed: {payload}")
+            ends -= kind in ("ready", "finished")
+            yield index, kind, payload
+
+    def close(self) -> None:
+        for commands in self.commands:
+            commands.put(None)
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for tasks in self.tasks:
+            tasks.cancel_join_thread()

@@ -1,0 +1,101 @@
+"""--gpus: engines in worker processes on one shared page queue. On CPU, DSOCR_CPU_WORKERS=2
+starts two engines with the tiny model, which must write exactly what one engine writes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from conftest import convert_folder as convert, outputs_of as outputs
+from dsocr_cli.engine.multi import parse_gpus
+from dsocr_cli.errors import DsocrError
+from dsocr_cli.manifest import MANIFEST_NAME
+
+def test_parse_gpus():
+    assert parse_gpus("all", 4) == [0, 1, 2, 3]
+    assert parse_gpus("0,1,3", 4) == [0, 1, 3]
+    assert parse_gpus(" 2 ", 4) == [2]
+    for text, message in [("0,4", "no GPU 4"), ("1,1", "named twice"), ("x", "use all"), ("0", "no CUDA GPU")]:
+        with pytest.raises(DsocrError, match=message):
+            parse_gpus(text, 0 if text == "0" else 4)
+
+
+def test_two_engines_write_what_one_writes(scale_folder, tiny_checkpoint, one_engine_outputs, tmp_path):
+    result = convert(scale_folder, tmp_path / "out", tiny_checkpoint, "--gpus", "all")
+    assert result.returncode in (0, 1), result.stderr
+    assert "6 converted (12 pages" in result.stderr
+    assert outputs(tmp_path / "out") == one_engine_outputs
+    lines = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()]
+    assert sorted(e["document"] for e in lines) == sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
+
+
+def engine_processes(parent: int) -> list[int]:
+    """The engine workers the command started (spawned children, not multiprocessing's tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(scale_folder, tiny_checkpoint,
+                                                                                tmp_path):
+    out = tmp_path / "out"
+    tokens = ("--max-new-tokens", "16")
+    # one page at a time, so documents finish one by one and the kill lands between two of them
+    run = convert(scale_folder, out, tiny_checkpoint, "--gpus", "all", "--batch", "1", *tokens, cpu_engines=1, wait=False)
+    manifest = out / MANIFEST_NAME
+    deadline = time.monotonic() + 120
+    while not (manifest.is_file() and manifest.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = engine_processes(run.pid)
+    assert len(workers) == 1, run.communicate()
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2 and "stopped (exit code -9)" in stderr, stderr
+    first = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert 1 <= len(first) < 6 and all(e["state"] == "done" for e in first)
+    kept = {e["document"]: (out / e["document"]).with_suffix(".md").stat().st_mtime_ns for e in first}
+
+    again = convert(scale_folder, out, tiny_checkpoint, "--device", "cpu", *tokens, "-v")  # any runner resumes
+    assert again.returncode in (0, 1), again.stderr
+    assert again.stderr.count("skipped (done already)") == len(first)
+    assert {d: (out / d).with_suffix(".md").stat().st_mtime_ns for d in kept} == kept  # finished ones untouched
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(e["document"] for e in lines) == sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.md")) == \
+        sorted(p.relative_to(scale_folder).with_suffix(".md").as_posix() for p in scale_folder.rglob("*.pdf"))
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_pages_are_dealt_to_the_engine_holding_fewest_run_after_run(tiny_checkpoint):
+    from dsocr_cli.bench import _requests
+    from dsocr_cli.convert import stronger_guard
+    from dsocr_cli.engine.multi import MultiRunner
+    from dsocr_cli.engine.spec import EngineSpec
+    from dsocr_cli.preprocess import MODES
+    from dsocr_cli.runner import open_model
+
+    spec = EngineSpec(partial(open_model, str(tiny_checkpoint), dtype="fp32"), {"max_new_tokens": 4})
+    runner = MultiRunner(["cpu", "cpu"], spec)
+    try:
+        pages = list(runner.run(_requests(6, MODES["tiny"], "<image>\nFree OCR.")))
+        assert sorted(r.key for r in pages) == list(range(6)) and runner.pages_done == [3, 3]
+        again = list(runner.run(_requests(4, MODES["tiny"], "<image>\nFree OCR.", offset=6),
+                                settings=stronger_guard(runner.settings)))
+        assert sorted(r.key for r in again) == [6, 7, 8, 9] and runner.pages_done == [5, 5]
+    finally:
+        runner.close()
+    assert not any(process.is_alive() for process in runner.processes)
