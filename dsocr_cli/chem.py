@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from rdkit import Chem, rdBase
 from rdkit.Chem import Descriptors, rdMolDescriptors
-from rdkit.Chem.Draw import rdMolDraw2D
 
 from .errors import DsocrError
 
@@ -125,6 +124,10 @@ def _short(smiles: str, limit: int = 60) -> str:
 
 def draw_molecule(molecule: Molecule, fmt: str = "svg", size: tuple[int, int] = (400, 300)) -> bytes:
     """The structure drawn by RDKit: SVG text (UTF-8) or PNG bytes."""
+    try:  # imported here: RDKit's drawing needs X11 libraries a headless server may lack
+        from rdkit.Chem.Draw import rdMolDraw2D
+    except ImportError as exc:
+        raise ChemError(f"RDKit cannot draw on this machine ({exc})") from None
     width, height = size
     if fmt not in DRAW_FORMATS:
         raise ChemError(f"cannot draw as {fmt!r}: use svg or png")

@@ -136,3 +136,11 @@ def test_draw_svg_and_png():
 def test_draw_rejects_unknown_format_and_empty_size(fmt, size):
     with pytest.raises(ChemError):
         draw_molecule(validate_smiles("CCO"), fmt, size)
+
+
+def test_the_command_line_starts_without_rdkit_drawing():
+    """RDKit's drawing needs X11 libraries that headless servers often lack: only --draw may need it."""
+    import subprocess
+    import sys
+    code = "import sys, dsocr_cli.cli; sys.exit('rdkit.Chem.Draw' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

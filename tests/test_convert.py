@@ -152,7 +152,7 @@ def test_from_raw_renders_a_document_with_figures_against_golden_files(tmp_path)
     result = run_dsocr("convert", pdf, "--from-raw", raw, "-o", out, "--json", "--page-separator",
                        "<!-- page {page} -->", "--annotate")
     assert result.returncode == 1, result.stderr  # page 3 is incomplete
-    assert "page(s) 3 incomplete" in result.stderr and result.stdout == ""
+    assert "page 3 incomplete" in result.stderr and result.stdout == ""
     assert_golden("convert-notes.md", out.read_text())
     layout = json.loads((tmp_path / "out" / "notes_layout.json").read_text())
     assert_golden("convert-notes.layout.json", json.dumps(layout, indent=1, ensure_ascii=False) + "\n")

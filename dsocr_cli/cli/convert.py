@@ -238,11 +238,12 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
     for failure in report.failed:
         console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
     if report.incomplete and not quiet:
-        pages = ", ".join(map(str, report.incomplete))
-        console.print(f"dsocr: {name}: page(s) {pages} incomplete (kept, marked in the Markdown)",
+        numbers = ", ".join(map(str, report.incomplete))
+        console.print(f"dsocr: {name}: {_count(len(report.incomplete), 'page')} {numbers} incomplete "
+                      "(kept, marked in the Markdown)",
                       markup=False, highlight=False)
     if verbose and not quiet:
-        what = "skipped (done already)" if report.skipped else f"{report.pages} pages -> {report.target.markdown or 'stdout'}"
+        what = "skipped (done already)" if report.skipped else f"{_count(report.pages, 'page')} -> {report.target.markdown or 'stdout'}"
         console.print(f"dsocr: {name}: {what}", markup=False, highlight=False)
         for problem in report.problems:
             console.print(f"dsocr:   {problem}", markup=False, highlight=False)
@@ -251,7 +252,7 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
 def _summary(reports: list[pipeline.DocumentReport], seconds: float) -> None:
     converted = [r for r in reports if r.error is None and not r.skipped]
     pages = sum(r.pages for r in converted)
-    parts = [f"{len(converted)} converted ({pages} pages, {seconds:.1f} s, {pages / max(seconds, 1e-9):.2f} pages/s)"]
+    parts = [f"{len(converted)} converted ({_count(pages, 'page')}, {seconds:.1f} s, {pages / max(seconds, 1e-9):.2f} pages/s)"]
     skipped = sum(r.skipped for r in reports)
     failed = [r for r in reports if r.error]
     incomplete = sum(len(r.incomplete) for r in reports)
@@ -261,9 +262,13 @@ def _summary(reports: list[pipeline.DocumentReport], seconds: float) -> None:
     if failed:
         parts.append(f"{len(failed)} failed")
     if bad_pages:
-        parts.append(f"{bad_pages} pages unreadable")
+        parts.append(f"{_count(bad_pages, 'page')} unreadable")
     if incomplete:
-        parts.append(f"{incomplete} pages incomplete")
+        parts.append(f"{_count(incomplete, 'page')} incomplete")
     warn("; ".join(parts))
     for report in failed:
         warn(f"  failed: {report.source.path}: {report.error}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
