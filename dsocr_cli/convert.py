@@ -37,6 +37,7 @@ from .writers import Target, plan_outputs, save_image, write_atomic
 RETRY_NGRAM_SIZE = 20
 RETRY_NGRAM_WINDOW = 256
 UNFINISHED = ("length", "repetition")
+FIGURE_SLICE_PAGES = 512  # --parse-figures: documents are finished (figures read, written) in slices this big
 GRID_PAGE = (1000, 1000)
 
 
@@ -134,15 +135,40 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
     """Run every job's pages through `runner` and yield each document's report once it is written.
 
     Jobs with saved outputs (--from-raw) need no runner. Documents come out as they complete, so
-    a long batch leaves finished outputs behind it as it goes.
+    a long batch leaves finished outputs behind it as it goes; with --parse-figures a document also
+    waits for its figures, read in one pass per slice of about FIGURE_SLICE_PAGES pages.
     """
-    collected: list[dict[int, PageOutcome]] = [{} for _ in jobs]
-    outstanding = [len(job.numbers) for job in jobs]  # results still to come, retries included
-    retry: list[tuple[int, int]] = []
-    read_whole: list[int] = []                        # --parse-figures: documents whose figures wait
     for job in jobs:
         if job.saved is not None:
             yield write_document(job, [job.saved[n] for n in job.numbers], options)
+    live = [j for j, job in enumerate(jobs) if job.saved is None]
+    if not live:
+        return
+    settings = runner.settings  # a retry pass changes the runner's; every slice starts from these
+    for part in (_slices(jobs, live) if options.figure_prompt else [live]):
+        yield from _convert_part(jobs, part, runner, settings, options, on_page)
+
+
+def _slices(jobs: list[Job], indices: list[int]) -> Iterator[list[int]]:
+    """Whole documents in groups of about FIGURE_SLICE_PAGES pages."""
+    part, pages = [], 0
+    for j in indices:
+        part.append(j)
+        pages += len(jobs[j].numbers)
+        if pages >= FIGURE_SLICE_PAGES:
+            yield part
+            part, pages = [], 0
+    if part:
+        yield part
+
+
+def _convert_part(jobs: list[Job], part: list[int], runner: Runner, settings: GenerationSettings,
+                  options: ConvertOptions, on_page) -> Iterator[DocumentReport]:
+    """The documents `part` indexes: a first pass, a retry pass for unfinished pages, the figures."""
+    collected: dict[int, dict[int, PageOutcome]] = {j: {} for j in part}
+    outstanding = {j: len(jobs[j].numbers) for j in part}  # results still to come, retries included
+    retry: list[tuple[int, int]] = []
+    read_whole: list[int] = []                             # --parse-figures: documents whose figures wait
 
     def requests(keys: Iterable[tuple[int, int]]) -> Iterator[OcrRequest]:
         for j, n in keys:
@@ -162,19 +188,15 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
         elif outstanding[j] == 0:
             yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options)
 
-    fresh = [(j, n) for j, job in enumerate(jobs) if job.saved is None for n in job.numbers]
-    if not fresh:
-        return
-    first_settings = runner.settings
-    for result in runner.run(requests(fresh)):
+    for result in runner.run(requests((j, n) for j in part for n in jobs[j].numbers), settings=settings):
         yield from take(result, retried=False)
     if retry:
-        for result in runner.run(requests(list(retry)), settings=stronger_guard(runner.settings)):
+        for result in runner.run(requests(list(retry)), settings=stronger_guard(settings)):
             yield from take(result, retried=True)
     if read_whole:
         pages = (((j, page.number), page.raw, _page_image(jobs[j], page, options, DocumentReport(jobs[j].source)))
                  for j in read_whole for page in collected[j].values() if page.error is None)
-        readings = read_figures(pages, runner, first_settings, options.figure_prompt, options.mode)
+        readings = read_figures(pages, runner, settings, options.figure_prompt, options.mode)
         for j in read_whole:
             yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options,
                                  {n: readings[(j, n)] for n in jobs[j].numbers if (j, n) in readings})
@@ -223,12 +245,14 @@ def write_document(job: Job, pages: list[PageOutcome], options: ConvertOptions,
                     save_image(target.figures / figure.name, figure.image)
                 elif not (target.figures / figure.name).is_file():
                     report.problems.append(f"page {page.number}: {figure.name} not cropped (no page image)")
-            report.problems += rendered.problems
+            problems = rendered.problems + [f"page {page.number}, {name}: structure not verified: {reading.smiles_error}"
+                                            for name, reading in readings.items() if reading.smiles_error]
+            report.problems += problems
             if page.finish_reason != "eos":
                 report.incomplete.append(page.number)
             markdown.append(rendered.markdown)
             if options.layout_json:
-                layouts.append(page_layout(page.raw, page.number, size, page.finish_reason, rendered.problems))
+                layouts.append(page_layout(page.raw, page.number, size, page.finish_reason, problems))
                 if page.retried:
                     layouts[-1]["flags"].append("retried")
             if options.annotate and image is not None:

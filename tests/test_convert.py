@@ -71,7 +71,7 @@ def test_pages_are_retried_once_with_a_stronger_guard_and_kept_when_they_still_f
     })
     [report] = list(pipeline.convert(jobs, runner, opts))
     first, retry = runner.runs
-    assert first[0] is None and sorted(first[1]) == [(0, 1), (0, 2), (0, 3), (0, 4)]
+    assert first[0] == runner.settings and sorted(first[1]) == [(0, 1), (0, 2), (0, 3), (0, 4)]
     assert sorted(retry[1]) == [(0, 2), (0, 3)]
     assert (retry[0].ngram_size, retry[0].ngram_window) == (20, 256)
     assert report.incomplete == [3] and report.failed == ["page 4: PageError: cannot render page 4"]

@@ -94,7 +94,44 @@ def test_the_second_pass_reads_every_figure_and_renders_what_it_found(tmp_path):
     assert "![A small tide pool with three anemones.](out_images/p1_fig4.png)" in markdown
     assert (tmp_path / "out_images" / "p1_fig1.csv").read_text().startswith("Month,Rainfall (mm)")
     assert not (tmp_path / "out_images" / "p1_fig2.csv").exists()
-    assert json.loads((tmp_path / "out_layout.json").read_text())["pages"][0]["page"] == 1
+    page = json.loads((tmp_path / "out_layout.json").read_text())["pages"][0]
+    assert page["page"] == 1 and any("p1_fig3.png: structure not verified" in p for p in page["problems"])
+    assert any(p.startswith("page 1, p1_fig3.png: structure not verified") for p in report.problems)
+
+
+class LoggingRunner:
+    """Pages answer with the figures fixture, figures with a caption; every request is logged."""
+
+    def __init__(self, log):
+        self.settings, self.log = GenerationSettings(), log
+
+    def run(self, requests, settings=None):
+        for request in requests:
+            self.log.append(("request", request.key))
+            if isinstance(request.key[1], int):
+                yield OcrResult(request.key, raw_fixture("figures"), [1], "eos", 10, 5, page_size=request.image().size)
+            else:
+                yield OcrResult(request.key, "A caption.", [1], "eos", 10, 5, page_size=request.image.size)
+
+
+def test_with_parse_figures_documents_are_written_slice_by_slice(tmp_path, monkeypatch):
+    """A long batch must not hold every document back until the last page: each slice of pages is
+    read, its figures read, and its documents written before the next slice starts."""
+    monkeypatch.setattr(pipeline, "FIGURE_SLICE_PAGES", 2)
+    pdfs = [make_pdf(tmp_path / f"doc{i}.pdf", 1) for i in range(3)]
+    options = pipeline.ConvertOptions(mode=MODES["base"], prompt="<image>\nConvert.",
+                                      figure_prompt="<image>\nParse the figure.")
+    jobs, _ = pipeline.plan_jobs(expand_inputs([str(p) for p in pdfs], None), str(tmp_path / "out") + "/", options)
+    log = []
+    for report in pipeline.convert(jobs, LoggingRunner(log), options):
+        assert report.ok
+        log.append(("written", report.source.path.name))
+    events = [kind if kind == "written" else ("page" if isinstance(key[1], int) else "figure") for kind, key in log]
+    assert events[:2] == ["page", "page"] and events[-1] == "written"
+    first_written = events.index("written")
+    assert "page" not in events[:first_written][2:]            # slice 1: two pages, then figures only
+    assert events[first_written:].count("page") == 1 and events.count("written") == 3
+    assert "A caption." in (tmp_path / "out" / "doc2.md").read_text()
 
 
 def test_parse_figures_end_to_end_with_the_tiny_model(tiny_checkpoint, tmp_path):
