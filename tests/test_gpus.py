@@ -99,3 +99,25 @@ def test_pages_are_dealt_to_the_engine_holding_fewest_run_after_run(tiny_checkpo
     finally:
         runner.close()
     assert not any(process.is_alive() for process in runner.processes)
+
+
+def test_an_engine_that_dies_gives_its_pages_to_the_others(tiny_checkpoint):
+    """Killed before the run: the pages dealt to it before anyone noticed are run again elsewhere."""
+    from dsocr_cli.bench import _requests
+    from dsocr_cli.engine.multi import MultiRunner
+    from dsocr_cli.engine.spec import EngineSpec
+    from dsocr_cli.preprocess import MODES
+    from dsocr_cli.runner import open_model
+
+    spec = EngineSpec(partial(open_model, str(tiny_checkpoint), dtype="fp32"), {"max_new_tokens": 4})
+    runner = MultiRunner(["cpu", "cpu"], spec)
+    try:
+        runner.processes[1].kill()
+        runner.processes[1].join()
+        with pytest.warns(UserWarning, match="engine on cpu stopped .* its pages go to the other engines"):
+            pages = list(runner.run(_requests(6, MODES["tiny"], "<image>\nFree OCR.")))
+        assert sorted(r.key for r in pages) == list(range(6)) and runner.pages_done[0] == 6
+        again = list(runner.run(_requests(2, MODES["tiny"], "<image>\nFree OCR.", offset=6)))
+        assert sorted(r.key for r in again) == [6, 7]
+    finally:
+        runner.close()

@@ -7,8 +7,9 @@ share of the host's CPU workers. `MultiRunner` offers the Runner interface (run,
 close), so `dsocr convert` assembles and writes documents exactly as with one engine; results
 arrive in completion order and carry their request's key.
 
-A worker that dies (killed, out of memory) ends the run with an error: the documents finished
-so far are written and recorded, those in flight are done again by the next run.
+An engine that dies (killed, out of memory) or fails gives its pages to the others; when none is
+left the run ends with an error: the documents finished so far are written and recorded, those in
+flight are done again by the next run.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import os
 import queue
 import signal
 import threading
+import time
+import warnings
 from typing import Iterable, Iterator
 
 from ..errors import DsocrError
@@ -104,80 +107,118 @@ class MultiRunner:
             context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, self.results),
                             name=f"dsocr-engine-{device}")  # not daemons: engines start preprocessing workers
             for i, (device, tasks, commands) in enumerate(zip(devices, self.tasks, self.commands))]
+        self.alive = set(range(len(devices)))
+        self.inflight: list[dict[object, OcrRequest]] = [{} for _ in devices]  # pages each engine holds, by key
+        self.orphans: list[OcrRequest] = []     # pages of an engine that died, to be run again
+        self.room = threading.Condition()
         for process in self.processes:
             process.start()
         try:
-            ready = [payload for _, _, payload in self._messages(len(devices))]
+            ready = {index: payload for index, _, payload in self._messages()}
         except BaseException:
             self.close()
             raise
-        self.settings: GenerationSettings = ready[0][0]
+        self.settings: GenerationSettings = next(iter(ready.values()))[0]
         # pages an engine holds at most: as many as it takes in (a batch decoding, one waiting, those
         # being prepared), so it finds a page whenever it has room, and the other engines get the rest
-        self.limit = 2 * max(batch for _, batch in ready) + DEPTH
-        self.held = [0 for _ in devices]
-        self.room = threading.Condition()
+        self.limit = 2 * max(batch for _, batch in ready.values()) + DEPTH
 
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
-        """Results as pages finish on any engine; `settings` as for Engine.run (this run on)."""
-        for commands in self.commands:
-            commands.put(settings or self.settings)
+        """Results as pages finish on any engine; `settings` as for Engine.run (this run on). Pages of
+        an engine that dies are run again on the others, in a further round."""
+        settings = settings or self.settings
+        complete = False
+        try:
+            yield from self._round(requests, settings)
+            while self.orphans:
+                again, self.orphans = self.orphans, []
+                yield from self._round(again, settings)
+            complete = True
+        finally:
+            if not complete:  # left early: the workers still hold pages, and this runner is spent
+                self.close()
+
+    def _round(self, requests: Iterable[OcrRequest], settings: GenerationSettings) -> Iterator[OcrResult]:
+        for index in self.alive:
+            self.commands[index].put(settings)
         stop = threading.Event()
         failures: list[BaseException] = []
         dealer = threading.Thread(target=self._deal, args=(requests, stop, failures), daemon=True)
         dealer.start()
-        complete = False
         try:
-            for index, kind, payload in self._messages(len(self.devices)):
+            for index, kind, payload in self._messages():
                 if kind == "result":
-                    self.pages_done[index] += 1
                     with self.room:
-                        self.held[index] -= 1
+                        taken = self.inflight[index].pop(payload.key, None)
                         self.room.notify()
-                    yield payload
+                    if taken is not None:  # else a page already handed to another engine
+                        self.pages_done[index] += 1
+                        yield payload
             if failures:  # the requests themselves failed: the caller's error, raised in its thread
                 raise failures[0]
-            complete = True
         finally:
             stop.set()
             with self.room:
                 self.room.notify()
             dealer.join()
-            if not complete:  # left early: the workers still hold pages, and this runner is spent
-                self.close()
 
     def _deal(self, requests: Iterable[OcrRequest], stop: threading.Event, failures: list[BaseException]) -> None:
-        """Each page to the engine holding fewest, as engines make room; then an end marker to each."""
+        """Each page to the living engine holding fewest, as engines make room; then an end marker to each."""
         try:
             for request in requests:
                 with self.room:
-                    while min(self.held) >= self.limit and not stop.is_set():
+                    while self._fullest_free() is None and not stop.is_set():
                         self.room.wait()
                     if stop.is_set():
                         return
-                    index = self.held.index(min(self.held))
-                    self.held[index] += 1
+                    index = self._fullest_free()
+                    self.inflight[index][request.key] = request
                 self.tasks[index].put(request)
         except BaseException as exc:
             failures.append(exc)
-        for tasks in self.tasks:
-            tasks.put(None)
+        for index in list(self.alive):
+            self.tasks[index].put(None)
 
-    def _messages(self, ends: int) -> Iterator[tuple[int, str, object]]:
-        """Messages from the engines until `ends` of them said ready or finished; a dead engine is an error."""
-        while ends:
+    def _fullest_free(self) -> int | None:
+        """The living engine holding fewest pages, if it has room for one more (call with the lock held)."""
+        if not self.alive:
+            return None
+        index = min(sorted(self.alive), key=lambda i: len(self.inflight[i]))
+        return index if len(self.inflight[index]) < self.limit else None
+
+    def _messages(self) -> Iterator[tuple[int, str, object]]:
+        """Messages from the engines until every living one said ready or finished. An engine that dies
+        or fails gives up its pages to the others (a warning says so); with none left, an error."""
+        waiting = set(self.alive)
+        checked = time.monotonic()
+        while waiting:
             try:
                 index, kind, payload = self.results.get(timeout=POLL_S)
             except queue.Empty:
-                for device, process in zip(self.devices, self.processes):
-                    if not process.is_alive():
-                        raise DsocrError(f"the engine on {device} stopped (exit code {process.exitcode}); finished "
-                                         "documents are kept: run the same command again to do the rest") from None
-                continue
+                index = kind = payload = None
             if kind == "failed":
-                raise DsocrError(f"the engine on {self.devices[index]} failed: {payload}")
-            ends -= kind in ("ready", "finished")
-            yield index, kind, payload
+                self._lose(index, f"failed: {payload}")
+            elif kind is not None and index in self.alive:  # a dead engine's last words are not heard
+                if kind in ("ready", "finished"):
+                    waiting.discard(index)
+                yield index, kind, payload
+            if kind is None or time.monotonic() - checked > POLL_S:
+                checked = time.monotonic()
+                for i in list(self.alive):
+                    if not self.processes[i].is_alive():
+                        self._lose(i, f"stopped (exit code {self.processes[i].exitcode})")
+            waiting &= self.alive
+
+    def _lose(self, index: int, why: str) -> None:
+        with self.room:
+            self.alive.discard(index)
+            self.orphans += self.inflight[index].values()
+            self.inflight[index] = {}
+            self.room.notify()
+        if not self.alive:
+            raise DsocrError(f"the engine on {self.devices[index]} {why}; no engine is left: finished documents "
+                             "are kept, run the same command again to do the rest")
+        warnings.warn(f"the engine on {self.devices[index]} {why}; its pages go to the other engines")
 
     def close(self) -> None:
         for commands in self.commands:
