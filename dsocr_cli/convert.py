@@ -37,7 +37,7 @@ from .writers import Target, plan_outputs, save_image, write_atomic
 RETRY_NGRAM_SIZE = 20
 RETRY_NGRAM_WINDOW = 256
 UNFINISHED = ("length", "repetition")
-FIGURE_SLICE_PAGES = 512  # --parse-figures: documents are finished (figures read, written) in slices this big
+FIGURE_SLICE_PAGES = 512  # --parse-figures: documents are finished (figures read, written) in slices this big, per engine
 GRID_PAGE = (1000, 1000)
 
 
@@ -136,7 +136,7 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
 
     Jobs with saved outputs (--from-raw) need no runner. Documents come out as they complete, so
     a long batch leaves finished outputs behind it as it goes; with --parse-figures a document also
-    waits for its figures, read in one pass per slice of about FIGURE_SLICE_PAGES pages.
+    waits for its figures, read in one pass per slice of about FIGURE_SLICE_PAGES pages per engine.
     """
     for job in jobs:
         if job.saved is not None:
@@ -145,17 +145,18 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
     if not live:
         return
     settings = runner.settings  # a retry pass changes the runner's; every slice starts from these
-    for part in (_slices(jobs, live) if options.figure_prompt else [live]):
+    slice_pages = FIGURE_SLICE_PAGES * getattr(runner, "engines", 1)  # each pass keeps every engine busy
+    for part in (_slices(jobs, live, slice_pages) if options.figure_prompt else [live]):
         yield from _convert_part(jobs, part, runner, settings, options, on_page)
 
 
-def _slices(jobs: list[Job], indices: list[int]) -> Iterator[list[int]]:
-    """Whole documents in groups of about FIGURE_SLICE_PAGES pages."""
+def _slices(jobs: list[Job], indices: list[int], size: int) -> Iterator[list[int]]:
+    """Whole documents in groups of about `size` pages."""
     part, pages = [], 0
     for j in indices:
         part.append(j)
         pages += len(jobs[j].numbers)
-        if pages >= FIGURE_SLICE_PAGES:
+        if pages >= size:
             yield part
             part, pages = [], 0
     if part:

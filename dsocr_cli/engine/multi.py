@@ -123,6 +123,10 @@ class MultiRunner:
         # being prepared), so it finds a page whenever it has room, and the other engines get the rest
         self.limit = 2 * max(batch for _, batch in ready.values()) + DEPTH
 
+    @property
+    def engines(self) -> int:
+        return len(self.alive)
+
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
         """Results as pages finish on any engine; `settings` as for Engine.run (this run on). Pages of
         an engine that dies are run again on the others, in a further round."""
