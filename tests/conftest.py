@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dsocr_cli.checkpoint import official_config
+from dsocr_cli.cli import main
 from dsocr_cli.random_weights import write_checkpoint
 
 TINY_DECODER = dict(hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=2,
@@ -83,3 +86,28 @@ def one_engine_outputs(scale_folder, tiny_checkpoint, tmp_path_factory):
     result = convert_folder(scale_folder, out, tiny_checkpoint, "--device", "cpu")
     assert result.returncode in (0, 1), result.stderr
     return outputs_of(out)
+
+
+# Running `dsocr` in this process (no interpreter start-up per call).
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def dsocr(capsys, monkeypatch):
+    """dsocr(*args, stdin=None) -> Outcome, as the real command line would exit and print."""
+    def run(*args, stdin: str | None = None) -> Outcome:
+        monkeypatch.setattr(sys, "argv", ["dsocr", *map(str, args)])
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out, err = capsys.readouterr()
+        return Outcome(code, out, err)
+    return run

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import pymupdf
 import pytest
 from PIL import Image
 
 from dsocr_cli import convert as pipeline
-from dsocr_cli.documents import Source, expand_inputs
+from dsocr_cli.documents import expand_inputs
 from dsocr_cli.generate import GenerationSettings
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.runner import OcrResult
-from golden import FIXTURES, assert_golden, raw_fixture
+from golden import assert_golden, raw_fixture
 from conftest import run_dsocr
 
 PAGE_PT = (300, 400)  # PDF points: 600 x 800 px at 144 dpi

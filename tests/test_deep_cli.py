@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from rdkit import Chem
 
-from deep_cli import DEEP, dsocr  # noqa: F401  (dsocr is a fixture)
+from deep_cli import DEEP
 
 RECEIPT = DEEP / "receipt.png"
 

@@ -7,7 +7,6 @@ import json
 import pytest
 from PIL import Image
 
-from deep_cli import dsocr  # noqa: F401  (a fixture)
 
 FAST = ("--device", "cpu", "--mode", "tiny", "--max-new-tokens", "8")
 

@@ -2,7 +2,7 @@
 page from its saved raw output, and the layout drawing is made."""
 from __future__ import annotations
 
-from deep_cli import ROOT, dsocr  # noqa: F401  (dsocr is a fixture)
+from deep_cli import ROOT
 
 SAMPLE = ROOT / "fixtures" / "readme"
 

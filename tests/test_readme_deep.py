@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from deep_cli import ROOT, dsocr  # noqa: F401  (dsocr is a fixture)
+from deep_cli import ROOT
 
 
 def examples() -> list[tuple[str, str]]:
