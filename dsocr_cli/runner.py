@@ -150,13 +150,19 @@ def open_model(model: str | None, device: str = "auto", dtype: str = "auto") -> 
 
 
 def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,
-                max_batch: int | None = None, **settings) -> Runner:
-    """The batched engine over the loaded checkpoint: what every command runs pages through."""
+                max_batch: int | None = None, pages: int | None = None, **settings) -> Runner:
+    """The batched engine over the loaded checkpoint: what every command runs pages through.
+    `pages`, when the caller knows how many it will run: a small run gets a batch (and so a KV cache)
+    its size instead of the whole GPU, and a single page is prepared in-process rather than by
+    workers that take seconds to start."""
     from .engine.engine import Engine
 
     net, tokenizer = open_model(model, device, dtype)
+    workers = preprocess_workers(net.lm_head.weight.device) if pages is None or pages > 1 else 0
+    if pages is not None:
+        max_batch = min(max_batch or pages, pages)
     return Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
-                  max_batch=max_batch, workers=preprocess_workers(net.lm_head.weight.device))
+                  max_batch=max_batch, workers=workers)
 
 
 def preprocess_workers(device: torch.device | str, engines: int = 1) -> int:

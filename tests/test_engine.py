@@ -123,3 +123,9 @@ def test_a_bounded_batch_takes_only_the_cache_it_can_use(eos_prone_model):
     settings = settings_for(Tokenizer.bundled(), max_new_tokens=64)
     engine = Engine(eos_prone_model, Tokenizer.bundled(), settings, max_batch=2)
     assert engine.pool.num_pages == 2 * engine.table_width + 1
+
+
+def test_a_small_run_gets_a_batch_and_cache_its_size(tiny_checkpoint):
+    from dsocr_cli.runner import load_runner
+    runner = load_runner(str(tiny_checkpoint), "cpu", "fp32", pages=3, max_new_tokens=16)
+    assert runner.max_batch == 3 and runner.pool.num_pages == 3 * runner.table_width + 1

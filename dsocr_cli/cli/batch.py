@@ -213,7 +213,7 @@ def _read_saved(reading: Reading, from_raw: Path) -> None:
 
 def _run(requests: list[OcrRequest], readings: list[Reading], choice: ModelChoice, on_text) -> None:
     """One engine run over every request (keys index `readings`), with a progress bar on a terminal."""
-    runner = load_runner(choice.model, choice.device, choice.dtype, logprobs=choice.logprobs,
+    runner = load_runner(choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=len(requests),
                          max_new_tokens=choice.max_new_tokens, ngram_size=choice.ngram_size,
                          ngram_window=choice.ngram_window)
     on_token = None
