@@ -169,11 +169,11 @@ def _runner(model, device, dtype, batch, settings, gpus, ray):
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
     if gpus is None and ray is None:
         return load_runner(model, device, dtype, max_batch=batch, **settings)
+    devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
     load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
     if ray is not None:
         from ..ray_pipeline import RayRunner
         return RayRunner(ray, EngineSpec(load, settings, batch))
-    devices = engine_devices(gpus)
     return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices))))
 
 

@@ -36,6 +36,8 @@ def locate(
     template = resolve_prompt(None, prompt_file, "locate")
     if PLACEHOLDER not in template:
         raise DsocrError(f"the locate prompt must contain {PLACEHOLDER} where the text goes")
+    if not images and from_raw is None:
+        raise DsocrError("give the images, then the text to find: dsocr locate IMAGE... TEXT")
     batch = Batch(images, from_raw, output, ".json")
     if annotate is not None and any(r.image is None for r in batch.readings):
         raise DsocrError("--annotate draws on the image: give the image with --from-raw")
