@@ -15,7 +15,7 @@ from dsocr_cli.documents import expand_inputs
 from dsocr_cli.generate import GenerationSettings
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.runner import OcrResult
-from golden import assert_golden, raw_fixture
+from golden import RAW, assert_golden, raw_fixture
 from conftest import run_dsocr
 
 PAGE_PT = (300, 400)  # PDF points: 600 x 800 px at 144 dpi
@@ -227,3 +227,12 @@ def test_usage_errors_exit_2_in_one_line(args, message, tmp_path):
         make_pdf(tmp_path / name, 1)
     result = run_dsocr(*args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_from_raw_with_a_folder_of_several_documents_is_a_usage_error(dsocr, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        make_pdf(folder / name, 1)
+    out = dsocr("convert", folder, "-o", tmp_path / "out/", "--from-raw", RAW / "tables.txt")
+    assert out.code == 2 and "renders one document" in out.stderr and not (tmp_path / "out").exists()

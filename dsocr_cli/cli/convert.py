@@ -213,6 +213,8 @@ def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipel
     document = None
     if inputs:
         sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
+        if len(sources) != 1:
+            raise DsocrError(f"--from-raw renders one document: {inputs[0]} holds {len(sources)}")
         source = sources[0]
         try:
             document = open_document(source, options.dpi)
@@ -239,8 +241,8 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
         console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
     if report.incomplete and not quiet:
         numbers = ", ".join(map(str, report.incomplete))
-        console.print(f"dsocr: {name}: {_count(len(report.incomplete), 'page')} {numbers} incomplete "
-                      "(kept, marked in the Markdown)",
+        pages = "page" if len(report.incomplete) == 1 else "pages"
+        console.print(f"dsocr: {name}: {pages} {numbers} incomplete (kept, marked in the Markdown)",
                       markup=False, highlight=False)
     if verbose and not quiet:
         what = "skipped (done already)" if report.skipped else f"{_count(report.pages, 'page')} -> {report.target.markdown or 'stdout'}"
