@@ -18,8 +18,8 @@ import os
 import queue
 import signal
 import threading
-import time
 import warnings
+from multiprocessing import connection
 from typing import Iterable, Iterator
 
 from ..errors import DsocrError
@@ -29,7 +29,7 @@ from .feeder import DEPTH, PENDING
 from .spec import EngineSpec
 
 CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines --gpus all starts on a host without CUDA (tests: 2); default 1
-POLL_S = 0.5                           # how often a waiting parent checks that its workers live
+POLL_S = 0.5                           # how long a waiting parent sleeps between looks at its engines
 WAIT_S = 0.001                         # how long an engine waits for a page before going on (decoding)
 
 
@@ -73,7 +73,31 @@ def _pages(tasks) -> Iterator[OcrRequest | object]:
         yield request
 
 
-def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, results) -> None:
+class _Outbox:
+    """An engine's messages to the parent: sent by a thread of its own over the engine's own pipe, so
+    the engine never waits for the parent to read, and an engine killed mid-message harms no other."""
+
+    def __init__(self, index: int, pipe):
+        self.index, self.pipe = index, pipe
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._send, daemon=True)
+        self.thread.start()
+
+    def put(self, kind: str, payload) -> None:
+        self.queue.put((self.index, kind, payload))
+
+    def _send(self) -> None:
+        while (message := self.queue.get()) is not None:
+            self.pipe.send(message)
+
+    def close(self) -> None:
+        """Send what is queued, then hang up."""
+        self.queue.put(None)
+        self.thread.join()
+        self.pipe.close()
+
+
+def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, pipe) -> None:
     """A worker process: build the engine, then for each run take pages until its end marker.
     Every message to the parent is (index, kind, payload)."""
     import torch
@@ -83,16 +107,19 @@ def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, comma
         torch.cuda.set_device(device)
     else:  # CPU engines share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // engines))
+    outbox = _Outbox(index, pipe)
     try:
         engine = spec.build(device)
-        results.put((index, "ready", (engine.settings, engine.max_batch)))
+        outbox.put("ready", (engine.settings, engine.max_batch))
         while (settings := commands.get()) is not None:
             for result in engine.run(_pages(tasks), settings):
-                results.put((index, "result", result))
-            results.put((index, "finished", None))
+                outbox.put("result", result)
+            outbox.put("finished", None)
         engine.close()
     except Exception as exc:
-        results.put((index, "failed", f"{type(exc).__name__}: {exc}"))
+        outbox.put("failed", f"{type(exc).__name__}: {exc}")
+    finally:
+        outbox.close()
 
 
 class MultiRunner:
@@ -101,18 +128,20 @@ class MultiRunner:
         self.devices = devices
         self.tasks = [context.Queue() for _ in devices]
         self.commands = [context.Queue() for _ in devices]
-        self.results = context.Queue()
+        pipes = [context.Pipe(duplex=False) for _ in devices]
+        self.results = [reader for reader, _ in pipes]  # each engine's own: one dying blocks no other
         self.pages_done = [0 for _ in devices]  # per engine, for the progress display
         self.processes = [
-            context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, self.results),
+            context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, writer),
                             name=f"dsocr-engine-{device}")  # not daemons: engines start preprocessing workers
-            for i, (device, tasks, commands) in enumerate(zip(devices, self.tasks, self.commands))]
+            for i, (device, tasks, commands, (_, writer)) in enumerate(zip(devices, self.tasks, self.commands, pipes))]
         self.alive = set(range(len(devices)))
         self.inflight: list[dict[object, OcrRequest]] = [{} for _ in devices]  # pages each engine holds, by key
         self.orphans: list[OcrRequest] = []     # pages of an engine that died, to be run again
         self.room = threading.Condition()
-        for process in self.processes:
+        for process, (_, writer) in zip(self.processes, pipes):
             process.start()
+            writer.close()  # the engine holds the only writing end: its pipe ends when it does
         try:
             ready = {index: payload for index, _, payload in self._messages()}
         except BaseException:
@@ -194,23 +223,22 @@ class MultiRunner:
         """Messages from the engines until every living one said ready or finished. An engine that dies
         or fails gives up its pages to the others (a warning says so); with none left, an error."""
         waiting = set(self.alive)
-        checked = time.monotonic()
         while waiting:
-            try:
-                index, kind, payload = self.results.get(timeout=POLL_S)
-            except queue.Empty:
-                index = kind = payload = None
-            if kind == "failed":
-                self._lose(index, f"failed: {payload}")
-            elif kind is not None and index in self.alive:  # a dead engine's last words are not heard
-                if kind in ("ready", "finished"):
-                    waiting.discard(index)
-                yield index, kind, payload
-            if kind is None or time.monotonic() - checked > POLL_S:
-                checked = time.monotonic()
-                for i in list(self.alive):
-                    if not self.processes[i].is_alive():
-                        self._lose(i, f"stopped (exit code {self.processes[i].exitcode})")
+            engines = sorted(self.alive)
+            connection.wait([self.results[i] for i in engines], timeout=POLL_S)
+            for i in engines:
+                try:
+                    while i in self.alive and self.results[i].poll():
+                        index, kind, payload = self.results[i].recv()
+                        if kind == "failed":
+                            self._lose(i, f"failed: {payload}")
+                            break
+                        if kind in ("ready", "finished"):
+                            waiting.discard(i)
+                        yield index, kind, payload
+                except (EOFError, OSError):  # the pipe ended: the engine is gone
+                    self.processes[i].join(timeout=POLL_S)
+                    self._lose(i, f"stopped (exit code {self.processes[i].exitcode})")
             waiting &= self.alive
 
     def _lose(self, index: int, why: str) -> None:
@@ -234,3 +262,5 @@ class MultiRunner:
                 process.join()
         for tasks in self.tasks:
             tasks.cancel_join_thread()
+        for reader in self.results:
+            reader.close()
