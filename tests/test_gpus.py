@@ -80,6 +80,27 @@ def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(
     assert not list(out.rglob(".*.tmp"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_an_engine_killed_mid_run_leaves_the_others_to_finish(scale_folder, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    run = convert(scale_folder, out, tiny_checkpoint, "--gpus", "all", "--batch", "1", "--max-new-tokens", "16",
+                  cpu_engines=2, wait=False)
+    manifest = out / MANIFEST_NAME
+    deadline = time.monotonic() + 120
+    while not (manifest.is_file() and manifest.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = engine_processes(run.pid)
+    assert len(workers) == 2, run.communicate()
+    os.kill(workers[1], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=180)
+    assert run.returncode in (0, 1) and "its pages go to the other engines" in stderr, stderr
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    documents = sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
+    assert sorted(e["document"] for e in lines) == documents and all(e["state"] == "done" for e in lines)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.md")) == \
+        sorted(d.replace(".pdf", ".md") for d in documents)
+
+
 def test_pages_are_dealt_to_the_engine_holding_fewest_run_after_run(tiny_checkpoint):
     from dsocr_cli.bench import _requests
     from dsocr_cli.convert import stronger_guard
