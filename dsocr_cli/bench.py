@@ -131,7 +131,7 @@ def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens:
     ratio is what adding GPUs buys."""
     prompt = load_prompt("document")
     rates, errors = {}, 0
-    for group in ([devices[0]], devices):
+    for group in ([devices[0]], devices) if len(devices) > 1 else ([devices[0]],):
         spec = EngineSpec(load, dict(max_new_tokens=output_tokens, ignore_eos=True), batch,
                           preprocess_workers(group[0], len(group)), partial(_requests, 1, mode, prompt, 10_000))
         runner = MultiRunner(group, spec)

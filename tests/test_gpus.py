@@ -49,21 +49,29 @@ def engine_processes(parent: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
-def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(scale_folder, tiny_checkpoint,
-                                                                                tmp_path):
-    out = tmp_path / "out"
-    tokens = ("--max-new-tokens", "16")
-    # one page at a time, so documents finish one by one and the kill lands between two of them
-    run = convert(scale_folder, out, tiny_checkpoint, "--gpus", "all", "--batch", "1", *tokens, cpu_engines=1, wait=False)
+def kill_an_engine_after_the_first_document(folder, out, checkpoint, engines: int):
+    """`convert --gpus all` with `engines` CPU engines, one page at a time (so documents finish one by
+    one); the last engine is killed once the first document is recorded. The run and its stderr."""
+    run = convert(folder, out, checkpoint, "--gpus", "all", "--batch", "1", "--max-new-tokens", "16",
+                  cpu_engines=engines, wait=False)
     manifest = out / MANIFEST_NAME
     deadline = time.monotonic() + 120
     while not (manifest.is_file() and manifest.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = engine_processes(run.pid)
-    assert len(workers) == 1, run.communicate()
-    os.kill(workers[0], signal.SIGKILL)
-    _, stderr = run.communicate(timeout=120)
+    assert len(workers) == engines, run.communicate()
+    os.kill(workers[-1], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=180)
+    return run, stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(scale_folder, tiny_checkpoint,
+                                                                                tmp_path):
+    out = tmp_path / "out"
+    tokens = ("--max-new-tokens", "16")
+    manifest = out / MANIFEST_NAME
+    run, stderr = kill_an_engine_after_the_first_document(scale_folder, out, tiny_checkpoint, engines=1)
     assert run.returncode == 2 and "stopped (exit code -9)" in stderr, stderr
     first = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert 1 <= len(first) < 6 and all(e["state"] == "done" for e in first)
@@ -83,16 +91,8 @@ def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_an_engine_killed_mid_run_leaves_the_others_to_finish(scale_folder, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
-    run = convert(scale_folder, out, tiny_checkpoint, "--gpus", "all", "--batch", "1", "--max-new-tokens", "16",
-                  cpu_engines=2, wait=False)
     manifest = out / MANIFEST_NAME
-    deadline = time.monotonic() + 120
-    while not (manifest.is_file() and manifest.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    workers = engine_processes(run.pid)
-    assert len(workers) == 2, run.communicate()
-    os.kill(workers[1], signal.SIGKILL)
-    _, stderr = run.communicate(timeout=180)
+    run, stderr = kill_an_engine_after_the_first_document(scale_folder, out, tiny_checkpoint, engines=2)
     assert run.returncode in (0, 1) and "its pages go to the other engines" in stderr, stderr
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     documents = sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from ..documents import PageRef, Source, expand_inputs, open_document
 from ..errors import DsocrError
 from ..runner import OcrRequest, OcrResult, TextStream, load_runner
-from ..writers import write_atomic
+from ..writers import is_folder, write_atomic
 from .common import DEFAULTS, ModeName, mode_of, stderr, warn
 
 OUTPUT_HELP = (
@@ -169,7 +169,7 @@ def _saved_readings(from_raw: Path | None) -> list[Reading]:
 def _output_files(readings: list[Reading], output: str | None, suffix: str) -> list[Path | None]:
     if output is None or output == "-":
         return [None] * len(readings)
-    if output.endswith(("/", os.sep)) or os.path.isdir(output):
+    if is_folder(output):
         files = [Path(output) / r.relative.with_suffix(suffix) for r in readings]
         _check_unique(files, f"-o {output}")
         return files
