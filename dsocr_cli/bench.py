@@ -59,14 +59,14 @@ def _sync(device: torch.device) -> None:
 
 
 def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, output_tokens: int,
-              batch: int | None, baseline: bool, workers: int, profile: bool = False) -> dict:
+              batch: int | None, baseline: bool, workers: int, profile: bool = False, compile: bool = False) -> dict:
     device = model.lm_head.weight.device
     settings = settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True)
     prompt = load_prompt("document")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, timing=True)
+    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, timing=True, compile=compile)
     setup = time.perf_counter() - start
 
     list(engine.run(_requests(1, mode, prompt, offset=10_000)))  # warm-up: kernels outside the graphs
@@ -95,7 +95,7 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
         "steady_decode_tokens_per_s": sum(r for r, _ in steady) / sum(s for _, s in steady),
         "single_page_tokens_per_s": output_tokens / single,
         "kv_pages": engine.pool.num_pages, "preemptions": engine.preemptions,
-        "engine_setup_s": setup,
+        "engine_setup_s": setup, "compiled": engine.compiled,
         "errors": sum(1 for r in results if r.error),
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -124,7 +124,8 @@ def random_weight_model(device: str, dtype: str = "auto") -> tuple[DeepseekOCR, 
     return random_model(config, 0, dev, pick_dtype(dtype, dev)), Tokenizer.bundled()
 
 
-def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens: int, batch: int | None) -> dict:
+def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens: int, batch: int | None,
+                compile: bool = False) -> dict:
     """pages/s of one engine, then of one engine per device on the shared queue (--gpus), and the ratio.
 
     Both runs go through the same worker processes and queue, each engine warmed up first, so the
@@ -133,7 +134,8 @@ def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens:
     rates, errors = {}, 0
     for group in ([devices[0]], devices) if len(devices) > 1 else ([devices[0]],):
         spec = EngineSpec(load, dict(max_new_tokens=output_tokens, ignore_eos=True), batch,
-                          preprocess_workers(group[0], len(group)), partial(_requests, 1, mode, prompt, 10_000))
+                          preprocess_workers(group[0], len(group)), partial(_requests, 1, mode, prompt, 10_000),
+                          compile)
         runner = MultiRunner(group, spec)
         try:
             start = time.perf_counter()

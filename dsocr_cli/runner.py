@@ -150,7 +150,8 @@ def open_model(model: str | None, device: str = "auto", dtype: str = "auto") -> 
 
 
 def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,
-                max_batch: int | None = None, pages: int | None = None, **settings) -> Runner:
+                max_batch: int | None = None, pages: int | None = None, compile: bool = False,
+                **settings) -> Runner:
     """The batched engine over the loaded checkpoint: what every command runs pages through.
     `pages`, when the caller knows how many it will run: a small run gets a batch (and so a KV cache)
     its size instead of the whole GPU, and a single page is prepared in-process rather than by
@@ -162,7 +163,7 @@ def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", lo
     if pages is not None:
         max_batch = min(max_batch or pages, pages)
     return Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
-                  max_batch=max_batch, workers=workers)
+                  max_batch=max_batch, workers=workers, compile=compile)
 
 
 def preprocess_workers(device: torch.device | str, engines: int = 1) -> int:

@@ -63,16 +63,18 @@ def requests(specs):
 PAGE_BYTES = 2 * 2 * 64 * 2 * 32 * 4  # K and V, 2 layers, 64 slots, 2 heads of 32, fp32
 
 
-@pytest.mark.parametrize("guard,kv_pages", [
-    (dict(ngram_size=3, ngram_window=20, loop_span=24), 20),  # 20 pages for 4 rows: rows get preempted
-    (dict(ngram_size=0, loop_span=12), 64),
+@pytest.mark.parametrize("guard,kv_pages,compile", [
+    (dict(ngram_size=3, ngram_window=20, loop_span=24), 20, False),  # 20 pages for 4 rows: rows get preempted
+    (dict(ngram_size=0, loop_span=12), 64, False),
+    (dict(ngram_size=3, ngram_window=20, loop_span=24), 20, True),   # the decode step through torch.compile
 ])
-def test_engine_matches_plain_path_over_a_mixed_batch(eos_prone_model, guard, kv_pages):
+def test_engine_matches_plain_path_over_a_mixed_batch(eos_prone_model, guard, kv_pages, compile):
     tok = Tokenizer.bundled()
     settings = settings_for(tok, max_new_tokens=48, **guard)
     specs = pages(9)
     plain = {r.key: r for r in PlainRunner(eos_prone_model, tok, settings, logprobs=True).run(requests(specs))}
-    engine = Engine(eos_prone_model, tok, settings, max_batch=4, logprobs=True, kv_bytes=kv_pages * PAGE_BYTES)
+    engine = Engine(eos_prone_model, tok, settings, max_batch=4, logprobs=True, kv_bytes=kv_pages * PAGE_BYTES,
+                    compile=compile)
     batched = {r.key: r for r in engine.run(requests(specs))}
     assert batched.keys() == plain.keys()
     for key, ref in plain.items():
@@ -129,3 +131,22 @@ def test_a_small_run_gets_a_batch_and_cache_its_size(tiny_checkpoint):
     from dsocr_cli.runner import load_runner
     runner = load_runner(str(tiny_checkpoint), "cpu", "fp32", pages=3, max_new_tokens=16)
     assert runner.max_batch == 3 and runner.pool.num_pages == 3 * runner.table_width + 1
+
+
+def test_compile_reaches_the_engine_from_convert(tiny_checkpoint, dsocr, monkeypatch, tmp_path):
+    """convert --compile asks for a compiling engine (here built plain: the compiled step has its own test)."""
+    from dsocr_cli.cli import convert
+    from dsocr_cli.runner import load_runner
+    asked = []
+
+    def spy(*args, compile, **kwargs):
+        asked.append(compile)
+        return load_runner(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "load_runner", spy)
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "page.png")
+    outcome = dsocr("convert", tmp_path / "page.png", "-o", tmp_path / "out.md", "--model", tiny_checkpoint,
+                    "--device", "cpu", "--max-new-tokens", "4", "--compile", "-q")
+    assert outcome.code in (0, 1), outcome.stderr
+    assert asked == [True]
+    assert load_runner(str(tiny_checkpoint), "cpu", "fp32", pages=1, compile=True).compiled

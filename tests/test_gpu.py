@@ -16,9 +16,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_triton_decode_attention_equals_gather_path(dtype):
+@pytest.mark.parametrize("rows", [1, 3, 37])  # 16, 8 and 1 splits per sequence
+def test_triton_decode_attention_equals_gather_path(dtype, rows):
     torch.manual_seed(0)
-    heads, dim, rows = 10, 128, 37
+    heads, dim = 10, 128
     pool = PagePool(1, heads, dim, 400, dtype, torch.device("cuda"))
     pool.k.normal_()
     pool.v.normal_()
@@ -38,7 +39,8 @@ def test_triton_decode_attention_equals_gather_path(dtype):
     assert (fast.float() - slow.float()).abs().max() < tol
 
 
-def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint):
+@pytest.mark.parametrize("compile", [False, True])
+def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint, compile):
     model = load_model(tiny_checkpoint, torch.device("cuda"), torch.float32)
     with torch.no_grad():
         model.lm_head.weight[1] = model.lm_head.weight[81417] * 1.001
@@ -46,7 +48,7 @@ def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint):
     settings = settings_for(tok, max_new_tokens=48, ngram_size=3, ngram_window=20, loop_span=24)
     specs = pages(9)
     plain = {r.key: r for r in PlainRunner(model, tok, settings).run(requests(specs))}
-    engine = Engine(model, tok, settings, max_batch=6, kv_bytes=256 * 1024 ** 2)
+    engine = Engine(model, tok, settings, max_batch=6, kv_bytes=256 * 1024 ** 2, compile=compile)
     assert engine.graphs
     batched = {r.key: r for r in engine.run(requests(specs))}
     for key, ref in plain.items():

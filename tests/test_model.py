@@ -7,12 +7,34 @@ from dsocr_cli.checkpoint import load_model
 from dsocr_cli.model.config import DecoderConfig
 from dsocr_cli.model.decoder import MoE
 from dsocr_cli.model.kv_cache import ContiguousKV
+from dsocr_cli.model.sam import RelPosAttention, relative_positions
 from dsocr_cli.random_weights import randomize_
 
 
 @pytest.fixture(scope="module")
 def model(tiny_checkpoint):
     return load_model(tiny_checkpoint, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("h,w,table", [(5, 7, 7), (14, 14, 14), (6, 6, 9)])  # table != size: resized
+def test_sam_attention_equals_an_explicit_relative_position_bias(h, w, table):
+    """The widened q/k trick against the SAM formula: softmax(scale q.k + q.Rh[dr] + q.Rw[dc]) v."""
+    torch.manual_seed(0)
+    b, dim, heads = 3, 48, 3
+    attn = RelPosAttention(dim, heads, rel_size=table)
+    with torch.no_grad():
+        attn.rel_pos_h.normal_()
+        attn.rel_pos_w.normal_()
+    x = torch.randn(b, h, w, dim)
+    c = dim // heads
+    q, k, v = attn.qkv(x).reshape(b, h * w, 3, heads, c).permute(2, 0, 3, 1, 4)
+    grid_q = q.reshape(b, heads, h, w, c)
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, relative_positions(attn.rel_pos_h, h))
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, relative_positions(attn.rel_pos_w, w))
+    bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, h * w, h * w)
+    weights = ((q * c ** -0.5) @ k.transpose(-1, -2) + bias).softmax(dim=-1)
+    expected = attn.proj((weights @ v).transpose(1, 2).reshape(b, h, w, dim))
+    assert torch.allclose(attn(x), expected, atol=2e-5, rtol=1e-4)
 
 
 def test_grouped_experts_equal_a_per_token_loop():

@@ -24,6 +24,7 @@ def bench(
     output_tokens: Annotated[int, typer.Option("--output-tokens", min=1, help="Tokens generated per page (EOS ignored).")] = 1000,
     batch: Annotated[str, typer.Option("--batch", help="Rows decoded together: auto (from free GPU memory) or N.")] = "auto",
     baseline: Annotated[bool, typer.Option("--baseline", help="Also time the plain unbatched path on one page.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="Decode steps through torch.compile, as convert --compile runs them.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Also list the kernels a full-batch decode step spends its time in.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -42,14 +43,14 @@ def bench(
     if gpus is not None:
         if device != "auto":
             raise DsocrError("--device does not go with --gpus: it picks the devices")
-        report = run_scaling(load, engine_devices(gpus), mode_of(mode), pages, output_tokens, max_batch)
+        report = run_scaling(load, engine_devices(gpus), mode_of(mode), pages, output_tokens, max_batch, compile)
     else:
         net, tokenizer = load(device)
         load_s = time.perf_counter() - start
         if net.lm_head.weight.device.type != "cuda":
             warn("benchmarking on the CPU: expect seconds per token")
         report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens, max_batch, baseline,
-                           preprocess_workers(net.lm_head.weight.device), profile)
+                           preprocess_workers(net.lm_head.weight.device), profile, compile)
         report["load_s"] = load_s
         report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
     report["model"] = "random weights (full size)" if random_weights else checkpoint.model_name(model)

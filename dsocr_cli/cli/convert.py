@@ -74,6 +74,9 @@ def convert(
                        "Without CUDA: one CPU engine.")] = None,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays).")] = None,
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="Compile the decode step (torch.compile): 30-50 s more to start, then faster steps "
+                          "(README, Speed). Worth it for long runs.")] = False,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", metavar="[ADDRESS]", help="Run on a Ray cluster (needs the ray extra: pip install 'dsocr\\[ray]'): ADDRESS as ray.init "
                                           "takes it (auto, ray://host:10001); bare --ray starts or joins a local Ray.")] = None,
@@ -124,7 +127,7 @@ def convert(
         jobs, reports = pipeline.plan_jobs(sources, output, options, _finished(skip_existing, manifest),
                                            parse_shard(shard) if shard else None)
         settings = dict(max_new_tokens=max_new_tokens, ngram_size=ngram_size, ngram_window=ngram_window)
-        runner = _runner(model, device, dtype, batch, settings, gpus, ray) if jobs else None
+        runner = _runner(model, device, dtype, batch, settings, gpus, ray, compile) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
         _tell(report, quiet, verbose)
@@ -165,16 +168,17 @@ def convert(
         raise typer.Exit(1)
 
 
-def _runner(model, device, dtype, batch, settings, gpus, ray):
+def _runner(model, device, dtype, batch, settings, gpus, ray, compile):
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
     if gpus is None and ray is None:
-        return load_runner(model, device, dtype, max_batch=batch, **settings)
+        return load_runner(model, device, dtype, max_batch=batch, compile=compile, **settings)
     devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
     load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
     if ray is not None:
         from ..ray_pipeline import RayRunner
-        return RayRunner(ray, EngineSpec(load, settings, batch))
-    return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices))))
+        return RayRunner(ray, EngineSpec(load, settings, batch, compile=compile))
+    return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices)),
+                                           compile=compile))
 
 
 def _finished(skip_existing: bool, manifest: Manifest | None):

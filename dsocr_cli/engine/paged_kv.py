@@ -81,6 +81,9 @@ class DecodeKV:
         self.lengths = positions + 1
         self.use_triton = use_triton
 
+    # Kept out of torch.compile: traced, the in-place write into the pool becomes a copy of a whole
+    # layer of the cache. Inside a captured CUDA graph the break costs nothing.
+    @torch.compiler.disable
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q, k, v: B x heads x 1 x D
         self.pool.write(layer, self.slots, k[:, :, 0], v[:, :, 0])

@@ -92,6 +92,7 @@ class Router(nn.Module):
         self.weight = nn.Parameter(torch.empty(experts, hidden))
 
 
+@torch.compiler.disable  # eager inside a compiled decode step: the grouped GEMM kernels measured in README
 def grouped_matmul(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     """rows (sorted by group, group g ending at ends[g]) @ weights[g], with no host sync.
 

@@ -61,23 +61,35 @@ class RelPosAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, dim = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        head_dim = q.shape[-1]
+        n, head_dim = h * w, dim // self.heads
         # Decomposed relative position bias: bias[i, j] = q_i . Rh[row_i - row_j] + q_i . Rw[col_i - col_j],
-        # from the unscaled query. Rather than materialise the (hw x hw) bias, append the two per-query
-        # terms to q and matching one-hot row/column indicators to k: q'.k'_j = scale q.k_j + bias[i, j],
-        # and the whole thing runs in a fused (flash) attention kernel.
-        grid_q = q.reshape(b, self.heads, h, w, head_dim)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, relative_positions(self.rel_pos_h, h)).reshape(b, self.heads, h * w, h)
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, relative_positions(self.rel_pos_w, w)).reshape(b, self.heads, h * w, w)
-        rows = torch.eye(h, dtype=k.dtype, device=k.device).repeat_interleave(w, dim=0)   # token j -> its row
-        cols = torch.eye(w, dtype=k.dtype, device=k.device).repeat(h, 1)                  # token j -> its column
-        pad = -(head_dim + h + w) % 8  # fused kernels want one head size for q, k, v, a multiple of 8
-        q_aug = F.pad(torch.cat([q * head_dim ** -0.5, rel_h, rel_w], dim=-1), (0, pad))
-        k_aug = F.pad(torch.cat([k, rows.expand(b, self.heads, -1, -1), cols.expand(b, self.heads, -1, -1)], dim=-1), (0, pad))
-        v_aug = F.pad(v, (0, h + w + pad))
-        out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., :head_dim]
+        # from the unscaled query. Rather than materialise the (hw x hw) bias, widen q with the two
+        # per-query terms and k with one-hot row/column indicators, so q'.k'_j = q.k_j + bias[i, j] / scale
+        # and the whole thing runs in a fused (flash) attention kernel. q', k' and v' (v padded with
+        # zeros to the same width, which fused kernels want, a multiple of 8) are built in one buffer.
+        width = head_dim + h + w
+        width += -width % 8
+        scale = head_dim ** -0.5
+        qkv = self.qkv(x).view(b, n, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        wide = x.new_empty(3, b, self.heads, n, width)
+        wide[..., :head_dim] = qkv
+        q = wide[0, ..., :head_dim].view(b, self.heads, h, w, head_dim)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h))
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w))
+        wide[0, ..., head_dim:head_dim + h] = rel_h.reshape(b, self.heads, n, h) / scale
+        wide[0, ..., head_dim + h:head_dim + h + w] = rel_w.reshape(b, self.heads, n, w) / scale
+        wide[0, ..., head_dim + h + w:] = 0
+        wide[1, ..., head_dim:] = _indicators(h, w, width - head_dim, x.dtype, x.device)
+        wide[2, ..., head_dim:] = 0
+        out = F.scaled_dot_product_attention(wide[0], wide[1], wide[2], scale=scale)[..., :head_dim]
         return self.proj(out.transpose(1, 2).reshape(b, h, w, dim))
+
+
+def _indicators(h: int, w: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(h*w, width): token j's row as a one-hot in the first h columns, its column in the next w, zeros after."""
+    rows = torch.eye(h, dtype=dtype, device=device).repeat_interleave(w, dim=0)
+    cols = torch.eye(w, dtype=dtype, device=device).repeat(h, 1)
+    return F.pad(torch.cat([rows, cols], dim=1), (0, width - h - w))
 
 
 class SamMLP(nn.Module):
