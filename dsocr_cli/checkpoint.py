@@ -184,5 +184,5 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
                         raise CheckpointError(f"{key} has shape {tuple(tensor.shape)}, config.json implies "
                                               f"{tuple(target.shape)}: config and weights do not match")
                     target.copy_(tensor)
-    return model.eval().requires_grad_(False)  # inference only: no autograd bookkeeping
+    return model.for_inference()
 

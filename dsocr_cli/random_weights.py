@@ -42,7 +42,7 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
 
 def random_model(config: ModelConfig, seed: int, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
     model = build_empty(config).to(dtype).to_empty(device=device)
-    return randomize_(model, seed).eval().requires_grad_(False)
+    return randomize_(model, seed).for_inference()
 
 
 def write_checkpoint(folder: str | Path, config: dict, seed: int = 0, dtype: torch.dtype = torch.float32,

@@ -42,6 +42,10 @@ class DeepseekOCR(nn.Module):
         self.model = OCRBody(cfg)
         self.lm_head = nn.Linear(cfg.decoder.hidden_size, cfg.decoder.vocab_size, bias=False)
 
+    def for_inference(self) -> "DeepseekOCR":
+        """Inference mode for every module and no autograd flags on the weights (nothing is trained)."""
+        return self.train(False).requires_grad_(False)
+
     # ---- vision -------------------------------------------------------------------------------
 
     def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:

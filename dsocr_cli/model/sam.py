@@ -5,6 +5,8 @@ token compressor of DeepEncoder. Parameter names follow the checkpoint (`model.s
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +87,7 @@ class RelPosAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, h, w, dim))
 
 
+@functools.lru_cache(maxsize=16)  # a few grid sizes per mode; read-only, built once rather than per block
 def _indicators(h: int, w: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(h*w, width): token j's row as a one-hot in the first h columns, its column in the next w, zeros after."""
     rows = torch.eye(h, dtype=dtype, device=device).repeat_interleave(w, dim=0)
