@@ -21,7 +21,9 @@ from .model.ocr import DeepseekOCR
 from .preprocess import Mode
 from .prompts import load_prompt
 from .random_weights import random_model
-from .runner import OcrRequest, PlainRunner, pick_device, pick_dtype, preprocess_workers, settings_for
+from .engine.plain import PlainRunner
+from .requests import OcrRequest, settings_for
+from .runner import pick_device, pick_dtype, preprocess_workers
 from .tokenizer import Tokenizer
 
 A4 = (1190, 1684)

@@ -19,17 +19,16 @@ from PIL import Image
 
 from .annotate import annotate_page, annotation_pdf
 from .charts import to_csv
-from .documents import DPI, Document, DocumentError, PageError, Source, open_document, parse_pages
+from .documents import Document, DocumentError, PageError, Source, document_key, open_document, parse_pages
+from .jobs import ConvertOptions, DocumentReport, Job
 from .errors import DsocrError
 from .figure_pass import read_figures
 from .figures import FigureReading, figure_markdown
-from .generate import GenerationSettings
 from .grounding import parse_blocks
 from .layout import document_layout, failed_page_layout, page_layout, raw_pages_from_layout
-from .manifest import document_key
 from .markdown import RenderOptions, join_pages, render_page
 from .preprocess import Mode
-from .runner import OcrRequest, OcrResult, Runner
+from .requests import GenerationSettings, OcrRequest, OcrResult, Runner
 from .shard import Shard
 from .writers import Target, plan_outputs, save_image, write_atomic
 
@@ -41,21 +40,6 @@ FIGURE_SLICE_PAGES = 512  # --parse-figures: documents are finished (figures rea
 GRID_PAGE = (1000, 1000)
 
 
-@dataclass(frozen=True)
-class ConvertOptions:
-    mode: Mode
-    prompt: str
-    dpi: int = DPI
-    pages: str | None = None                 # --pages, e.g. "1-3,7,10-"
-    render: RenderOptions = RenderOptions()  # figure links are set per document
-    page_separator: str | None = None
-    layout_json: bool = False
-    annotate: bool = False
-    keep_raw: bool = False
-    figure_prompt: str | None = None          # --parse-figures: each figure read again with this prompt
-    meta: dict = field(default_factory=dict)  # recorded in the layout JSON (model, mode, prompt, ...)
-
-
 @dataclass
 class PageOutcome:
     number: int
@@ -64,33 +48,6 @@ class PageOutcome:
     size: tuple[int, int] | None = None      # page pixels; None when the page could not be read
     error: str | None = None
     retried: bool = False
-
-
-@dataclass
-class Job:
-    """One input to convert: its pages (rendered on demand), which of them, and where outputs go."""
-    source: Source
-    target: Target
-    numbers: list[int]
-    document: Document | None                # None: rendering from saved raw output alone
-    saved: dict[int, PageOutcome] | None = None  # --from-raw: the outputs to render instead of running
-
-
-@dataclass
-class DocumentReport:
-    source: Source
-    target: Target | None = None
-    pages: int = 0
-    incomplete: list[int] = field(default_factory=list)  # kept with partial text, flagged
-    failed: list[str] = field(default_factory=list)      # "page N: reason" for pages not read at all
-    problems: list[str] = field(default_factory=list)    # malformed model output, figures not cropped
-    error: str | None = None                             # the whole input failed
-    skipped: bool = False                                # --skip-existing: already converted
-    markdown: str | None = None                          # the Markdown, when it goes to stdout
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.failed and not self.incomplete
 
 
 def plan_jobs(sources: list[Source], output: str | None, options: ConvertOptions,
@@ -144,8 +101,8 @@ def convert(jobs: list[Job], runner: Runner | None, options: ConvertOptions,
     live = [j for j, job in enumerate(jobs) if job.saved is None]
     if not live:
         return
-    settings = runner.settings  # a retry pass changes the runner's; every slice starts from these
-    slice_pages = FIGURE_SLICE_PAGES * getattr(runner, "engines", 1)  # each pass keeps every engine busy
+    settings = runner.settings
+    slice_pages = FIGURE_SLICE_PAGES * runner.engines  # each pass keeps every engine busy
     for part in (_slices(jobs, live, slice_pages) if options.figure_prompt else [live]):
         yield from _convert_part(jobs, part, runner, settings, options, on_page)
 

@@ -58,6 +58,11 @@ class Source:
     error: str | None = None    # why it cannot be read at all (e.g. missing)
 
 
+def document_key(source: Source) -> str:
+    """Names a document across runs and shards: its path below the folder argument."""
+    return source.relative.as_posix()
+
+
 def expand_inputs(args: list[str], stdin: TextIO | None, skip: Iterable[str | Path] = ()) -> list[Source]:
     """Sources for command-line arguments, in order, each file once.
 

@@ -8,10 +8,9 @@ from typing import Hashable, Iterable, Iterator
 from PIL import Image
 
 from .figures import FigureReading, read_figure
-from .generate import GenerationSettings
 from .markdown import render_page
 from .preprocess import Mode
-from .runner import OcrRequest, Runner
+from .requests import GenerationSettings, OcrRequest, Runner
 
 PageKey = tuple[Hashable, int]   # (whose page, page number)
 

@@ -14,7 +14,7 @@ from dsocr_cli import convert as pipeline
 from dsocr_cli.documents import expand_inputs
 from dsocr_cli.generate import GenerationSettings
 from dsocr_cli.preprocess import MODES
-from dsocr_cli.runner import OcrResult
+from dsocr_cli.requests import OcrResult
 from golden import RAW, assert_golden, raw_fixture
 from conftest import run_dsocr
 
@@ -37,7 +37,9 @@ class ScriptedRunner:
     def __init__(self, script: dict):
         self.script, self.settings, self.runs = script, GenerationSettings(), []
 
-    def run(self, requests, settings=None):
+    tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
+
+    def run(self, requests, settings=None, on_token=None):
         requests = list(requests)
         self.runs.append((settings, [r.key for r in requests]))
         for request in reversed(requests):  # out of order, as the engine may answer

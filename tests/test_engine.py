@@ -11,7 +11,8 @@ from dsocr_cli.engine.guard import ban_repeated_ngrams, looping
 from dsocr_cli.generate import banned_tokens, is_looping
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.prompts import load_prompt
-from dsocr_cli.runner import OcrRequest, PlainRunner, settings_for
+from dsocr_cli.engine.plain import PlainRunner
+from dsocr_cli.requests import OcrRequest, settings_for
 from dsocr_cli.tokenizer import Tokenizer
 
 
@@ -119,6 +120,28 @@ def test_engine_switches_settings_between_runs_like_the_plain_path(eos_prone_mod
         got = {r.key: (r.token_ids, r.page_size) for r in engine.run(requests(specs), settings=settings)}
         assert {k: ids for k, (ids, _) in got.items()} == plain
         assert all(size == specs[k][0].size for k, (_, size) in got.items())
+
+
+def test_settings_given_to_a_run_hold_for_that_run_only(eos_prone_model):
+    """After a strict run, a run given no settings is the engine's own again (the plain path's)."""
+    tok = Tokenizer.bundled()
+    loose = settings_for(tok, max_new_tokens=32, ngram_size=0)
+    strict = settings_for(tok, max_new_tokens=32, ngram_size=2, ngram_window=16)
+    specs = pages(2, seed=2)
+    engine = Engine(eos_prone_model, tok, loose, max_batch=2, kv_bytes=64 * PAGE_BYTES)
+    list(engine.run(requests(specs), settings=strict))
+    assert engine.settings == loose
+    plain = {r.key: r.token_ids for r in PlainRunner(eos_prone_model, tok, loose).run(requests(specs))}
+    assert {r.key: r.token_ids for r in engine.run(requests(specs))} == plain
+
+
+def test_the_feeder_leaves_the_callers_requests_alone(eos_prone_model):
+    tok = Tokenizer.bundled()
+    engine = Engine(eos_prone_model, tok, settings_for(tok, max_new_tokens=4), max_batch=2, kv_bytes=64 * PAGE_BYTES)
+    mine = list(requests(pages(2, seed=3)))
+    images = [r.image for r in mine]
+    list(engine.run(mine))
+    assert all(r.image is image for r, image in zip(mine, images))
 
 
 def test_a_bounded_batch_takes_only_the_cache_it_can_use(eos_prone_model):

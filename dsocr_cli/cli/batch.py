@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..documents import PageRef, Source, expand_inputs, open_document
 from ..errors import DsocrError
-from ..runner import OcrRequest, OcrResult, TextStream, load_runner
+from ..requests import OcrRequest, OcrResult, TextStream
 from ..writers import is_folder, write_atomic
 from .common import DEFAULTS, ModeName, mode_of, stderr, warn
 
@@ -213,6 +213,8 @@ def _read_saved(reading: Reading, from_raw: Path) -> None:
 
 def _run(requests: list[OcrRequest], readings: list[Reading], choice: ModelChoice, on_text) -> None:
     """One engine run over every request (keys index `readings`), with a progress bar on a terminal."""
+    from ..runner import load_runner
+
     runner = load_runner(choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=len(requests),
                          max_new_tokens=choice.max_new_tokens, ngram_size=choice.ngram_size,
                          ngram_window=choice.ngram_window)

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 
 from ..errors import DsocrError
-from ..generate import GenerationSettings
+from ..requests import GenerationSettings
 from ..preprocess import MODES, Mode, orient, to_rgb
 from ..prompts import load_prompt, prompt_names
 

@@ -15,7 +15,7 @@ from ..errors import DsocrError
 from ..fonts import CJK, Typeface, find_typeface
 from ..memory import Tier, Turn, forgetting_steps, parse_history, transcript
 from ..preprocess import MODES, vision_token_count
-from ..runner import OcrRequest, load_runner
+from ..requests import OcrRequest
 from ..textpages import Page, PageStyle, has_cjk, text_to_pages
 from ..tokenizer import Tokenizer
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, NgramOpt, NgramWindowOpt,
@@ -79,6 +79,8 @@ def compress(
     if not pages:
         raise DsocrError(f"{source} has no text to render")
     names = write_pages(pages, out, "page")
+    from ..runner import load_runner
+
     runner = load_runner(model, device, dtype, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
                          ngram_window=ngram_window) if decode else None
     tokenizer = runner.tokenizer if runner else counting_tokenizer(model)

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import DsocrError
 from ..plot import precision_figure, require_matplotlib
 from ..preprocess import MODES, vision_token_count
-from ..runner import OcrRequest, load_runner
+from ..requests import OcrRequest
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, NgramOpt, NgramWindowOpt, print_json,
                      read_image, warn)
 from .readback import (counting_tokenizer, fmt_distance, fmt_percent, fmt_ratio, free_ocr_prompt, page_numbers,
@@ -68,6 +68,8 @@ def eval_(
                 for m in names for i, pair in enumerate(pairs)}
         tokenizer = counting_tokenizer(model)
     else:
+        from ..runner import load_runner
+
         runner = load_runner(model, device, dtype, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
                              ngram_window=ngram_window)
         prompt = free_ocr_prompt()

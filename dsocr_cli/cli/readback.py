@@ -12,7 +12,7 @@ from ..errors import DsocrError
 from ..grounding import strip_grounding
 from ..metrics import compression_ratio, mean, normalised_edit_distance, precision
 from ..prompts import load_prompt
-from ..runner import OcrRequest, OcrResult, Runner
+from ..requests import OcrRequest, OcrResult, Runner
 from ..tokenizer import Tokenizer
 from .common import stderr
 
