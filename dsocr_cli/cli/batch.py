@@ -17,6 +17,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from .. import saved
 from ..documents import PageRef, Source, expand_inputs, open_document
 from ..errors import DsocrError
 from ..requests import OcrRequest, OcrResult, TextStream
@@ -160,10 +161,7 @@ def _saved_readings(from_raw: Path | None) -> list[Reading]:
         raise DsocrError("no images: give image files, folders, or - to read paths from stdin")
     if from_raw.is_file():
         return [Reading(str(from_raw), None, PurePath(from_raw.name))]
-    files = sorted(p for p in from_raw.rglob("*.txt") if not any(part.startswith(".") for part in p.parts))
-    if not files:
-        raise DsocrError(f"--from-raw {from_raw}: no .txt files in this folder")
-    return [Reading(str(p), None, PurePath(p.relative_to(from_raw))) for p in files]
+    return [Reading(str(p), None, PurePath(p.relative_to(from_raw))) for p in saved.image_outputs(from_raw)]
 
 
 def _output_files(readings: list[Reading], output: str | None, suffix: str) -> list[Path | None]:
@@ -198,7 +196,7 @@ def _page(reading: Reading) -> PageRef:
 
 def _read_saved(reading: Reading, from_raw: Path) -> None:
     """The saved output for a reading, and its image's size when there is an image."""
-    path = from_raw if from_raw.is_file() else from_raw / reading.relative.with_suffix(".txt")
+    path = saved.image_output(from_raw, reading.relative)
     try:
         reading.raw = path.read_text(encoding="utf-8")
         if reading.image is not None:

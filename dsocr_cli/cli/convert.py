@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import checkpoint, storage
+from .. import checkpoint, saved, storage
 from .. import convert as pipeline
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
@@ -138,7 +138,7 @@ def convert(
                   console=stderr, disable=not show, transient=True) as progress:
         files = progress.add_task("files", total=len(jobs), rate="")
         page_bar = progress.add_task("pages", total=total_pages, rate="")
-        engines = getattr(runner, "devices", None) or []  # --gpus: one line per engine
+        engines = runner.devices if runner is not None else []  # --gpus: one line per engine
         engine_bars = [progress.add_task(f"  {device}", total=None, rate="") for device in engines]
         done_pages = 0
 
@@ -147,7 +147,7 @@ def convert(
             done_pages += 1
             elapsed = max(time.perf_counter() - started, 1e-9)
             progress.update(page_bar, completed=min(done_pages, total_pages), rate=f"{done_pages / elapsed:.2f} pages/s")
-            for bar, count in zip(engine_bars, getattr(runner, "pages_done", [])):
+            for bar, count in zip(engine_bars, runner.pages_done):
                 progress.update(bar, completed=count, rate=f"{count / elapsed:.2f} pages/s")
 
         try:
@@ -213,7 +213,7 @@ def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipel
     """One job rendering saved raw output, with the input document (one) when given."""
     if len(inputs) > 1:
         raise DsocrError("--from-raw renders one document: give at most one input")
-    recorded, saved = pipeline.read_saved(raw)
+    recorded, pages = saved.read_saved(raw)
     document = None
     if inputs:
         sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
@@ -227,12 +227,12 @@ def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipel
     else:
         if output is None:
             raise DsocrError("--from-raw without the input document needs -o (a file, DIR/ or -)")
-        if (options.layout_json or options.annotate) and any(page.size is None for page in saved.values()):
+        if (options.layout_json or options.annotate) and any(page.size is None for page in pages.values()):
             raise DsocrError("--json and --annotate need page sizes, which raw text files do not record: "
                              "give the input document too, or render from the layout JSON")
-        source = pipeline.source_for(recorded or raw.name)
+        source = saved.source_for(recorded or raw.name)
     target = plan_outputs([source], output)[0]
-    return [pipeline.saved_job(saved, source, target, document, options.pages)], []
+    return [saved.saved_job(pages, source, target, document, options.pages)], []
 
 
 def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=stderr) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .. import saved
 from ..errors import DsocrError
 from ..plot import precision_figure, require_matplotlib
 from ..preprocess import MODES, vision_token_count
@@ -64,7 +65,7 @@ def eval_(
 
     finish: dict[tuple[str, int], str] = {}
     if from_raw is not None:
-        raws = {(m, i): read_text(raw_path(from_raw, m, pair.image, len(names) > 1))
+        raws = {(m, i): read_text(saved.eval_output(from_raw, m, pair.image, len(names) > 1))
                 for m in names for i, pair in enumerate(pairs)}
         tokenizer = counting_tokenizer(model)
     else:
@@ -158,15 +159,6 @@ def check_unique_stems(pairs: list[Pair]) -> None:
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
         raise DsocrError(f"raw outputs are named after the images, and {twice[0]} names more than one image")
-
-
-def raw_path(folder: Path, mode: str, image: Path, several_modes: bool) -> Path:
-    per_mode = folder / mode
-    if per_mode.is_dir():
-        return per_mode / f"{image.stem}.txt"
-    if several_modes:
-        raise DsocrError(f"--from-raw with several modes reads {folder}/MODE/NAME.txt, and {per_mode} is missing")
-    return folder / f"{image.stem}.txt"
 
 
 def write_raw(folder: Path, raws: dict[tuple[str, int], str], pairs: list[Pair]) -> None:
