@@ -44,12 +44,6 @@ PromptFileOpt = Annotated[Optional[Path], typer.Option(
 DEFAULTS = GenerationSettings()
 
 
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr and a non-zero exit."""
-    stderr.print(f"dsocr: error: {message}", markup=False)
-    raise typer.Exit(code)
-
-
 def warn(message: str) -> None:
     stderr.print(f"dsocr: {message}", markup=False)
 

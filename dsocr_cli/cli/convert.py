@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import checkpoint, saved, storage
+from .. import checkpoint, prompts, saved, storage
 from .. import convert as pipeline
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
@@ -97,12 +97,12 @@ def convert(
         raise DsocrError("--gpus and --ray do not go together (Ray gives each engine a GPU itself)")
     if (gpus is not None or ray is not None) and device != "auto":
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
-    prompt_name = "free-ocr" if no_layout else "document"
+    prompt_name = prompts.FREE_OCR if no_layout else prompts.DOCUMENT
     options = pipeline.ConvertOptions(
         mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
-        figure_prompt=load_prompt("parse-figure") if parse_figures else None,
+        figure_prompt=load_prompt(prompts.PARSE_FIGURE) if parse_figures else None,
         meta={"mode": mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
     started = time.perf_counter()
     manifest = remote = None

@@ -1,6 +1,7 @@
 """`dsocr describe IMAGES...`: a detailed caption of each image."""
 from __future__ import annotations
 
+from .. import prompts
 from ..grounding import strip_grounding
 from .batch import Answer, Batch, FromRawOpt, ImagesArg, JsonOpt, ModelChoice, OutputOpt, Reading
 from .common import DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, PromptFileOpt, resolve_prompt
@@ -20,7 +21,7 @@ def describe(
 ) -> None:
     """Describe each image in detail (prompt: describe); an empty caption fails (exit 1)."""
     batch = Batch(images, from_raw, output, ".json" if as_json else ".txt")
-    batch.read(resolve_prompt(None, prompt_file, "describe"), ModelChoice(model, device, dtype, mode, max_new_tokens))
+    batch.read(resolve_prompt(None, prompt_file, prompts.DESCRIBE), ModelChoice(model, device, dtype, mode, max_new_tokens))
     batch.emit(caption_answer, as_json)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import prompts
 from ..annotate import annotate_page
 from ..errors import DsocrError
 from ..grounding import parse_blocks, to_pixels
@@ -33,7 +34,7 @@ def locate(
 ) -> None:
     """Find TEXT in each image (prompt: locate, {text} replaced): JSON boxes on the model's 0-999 grid and in
     pixels. Malformed boxes are left out and out-of-range ones clamped, both noted; no box fails (exit 1)."""
-    template = resolve_prompt(None, prompt_file, "locate")
+    template = resolve_prompt(None, prompt_file, prompts.LOCATE)
     if PLACEHOLDER not in template:
         raise DsocrError(f"the locate prompt must contain {PLACEHOLDER} where the text goes")
     if not images and from_raw is None:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import prompts
 from ..grounding import parse_blocks, strip_grounding, to_pixels
 from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
@@ -32,7 +33,7 @@ def ocr(
     from_raw: FromRawOpt = None,
 ) -> None:
     """OCR images with a prompt (default: free OCR). One image's text streams to stdout when it is a terminal."""
-    text_prompt = resolve_prompt(prompt, prompt_file, "ocr-layout" if layout else "free-ocr")
+    text_prompt = resolve_prompt(prompt, prompt_file, prompts.OCR_LAYOUT if layout else prompts.FREE_OCR)
     batch = Batch(images, from_raw, output, ".json" if as_json else ".txt")
     # Grounding tags are removed after the fact, so only tag-free output streams as it comes.
     stream = (not as_json and output is None and from_raw is None and len(batch.readings) == 1

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from .. import prompts
 from ..charts import parse_chart as read_chart, to_csv, to_json, to_markdown
 from ..errors import DsocrError
 from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
@@ -32,7 +33,7 @@ def parse_chart(
     if as_csv + as_json + as_md > 1:
         raise DsocrError("give one of --csv, --json and --md")
     batch = Batch(images, from_raw, output, ".json" if as_json else ".md" if as_md else ".csv")
-    batch.read(resolve_prompt(None, prompt_file, "parse-figure"),
+    batch.read(resolve_prompt(None, prompt_file, prompts.PARSE_FIGURE),
                ModelChoice(model, device, dtype, mode, max_new_tokens))
     batch.emit(lambda reading: chart_answer(reading, as_md), as_json)
 

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import prompts
 from ..chem import ChemError, DRAW_FORMATS, draw_molecule, extract_smiles, validate_smiles
 from ..errors import DsocrError
 from ..writers import write_atomic
@@ -37,7 +38,7 @@ def parse_chem(
         raise DsocrError(f"--draw {draw}: name an .svg or .png file")
     batch = Batch(images, from_raw, output, ".json" if as_json else ".smi")
     drawings = batch.paths_beside(draw)
-    batch.read(resolve_prompt(None, prompt_file, "parse-figure"), ModelChoice(model, device, dtype, mode, max_new_tokens))
+    batch.read(resolve_prompt(None, prompt_file, prompts.PARSE_FIGURE), ModelChoice(model, device, dtype, mode, max_new_tokens))
     batch.emit(lambda reading: molecule_answer(reading, drawings.get(reading.name)), as_json)
 
 
