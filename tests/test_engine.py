@@ -158,7 +158,7 @@ def test_a_small_run_gets_a_batch_and_cache_its_size(tiny_checkpoint):
 
 def test_compile_reaches_the_engine_from_convert(tiny_checkpoint, dsocr, monkeypatch, tmp_path):
     """convert --compile asks for a compiling engine (here built plain: the compiled step has its own test)."""
-    from dsocr_cli.cli import convert
+    from dsocr_cli import runner
     from dsocr_cli.runner import load_runner
     asked = []
 
@@ -166,7 +166,7 @@ def test_compile_reaches_the_engine_from_convert(tiny_checkpoint, dsocr, monkeyp
         asked.append(compile)
         return load_runner(*args, **kwargs)
 
-    monkeypatch.setattr(convert, "load_runner", spy)
+    monkeypatch.setattr(runner, "load_runner", spy)  # the command imports it when it runs
     Image.new("RGB", (200, 100), "white").save(tmp_path / "page.png")
     outcome = dsocr("convert", tmp_path / "page.png", "-o", tmp_path / "out.md", "--model", tiny_checkpoint,
                     "--device", "cpu", "--max-new-tokens", "4", "--compile", "-q")

@@ -22,7 +22,8 @@ from ..documents import PageRef, Source, expand_inputs, open_document
 from ..errors import DsocrError
 from ..requests import OcrRequest, OcrResult, TextStream
 from ..writers import is_folder, write_atomic
-from .common import DEFAULTS, ModeName, mode_of, stderr, warn
+from .common import mode_of, stderr, warn
+from .options import ModelChoice
 
 OUTPUT_HELP = (
     "Inputs: image files, folders (searched recursively for images), - (paths on stdin, one per line). "
@@ -41,19 +42,6 @@ FromRawOpt = Annotated[Optional[Path], typer.Option(
     "--from-raw", help="Saved raw model output instead of running the model: a text file (one image) or a "
                        "folder of IMAGE-NAME.txt files.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON (JSON Lines for several images).")]
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which model reads the images, and how (the options every per-image command takes)."""
-    model: str | None
-    device: str
-    dtype: str
-    mode: ModeName
-    max_new_tokens: int
-    ngram_size: int = DEFAULTS.ngram_size
-    ngram_window: int = DEFAULTS.ngram_window
-    logprobs: bool = False
 
 
 @dataclass
@@ -214,8 +202,7 @@ def _run(requests: list[OcrRequest], readings: list[Reading], choice: ModelChoic
     from ..runner import load_runner
 
     runner = load_runner(choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=len(requests),
-                         max_new_tokens=choice.max_new_tokens, ngram_size=choice.ngram_size,
-                         ngram_window=choice.ngram_window)
+                         **choice.settings)
     on_token = None
     if on_text is not None:
         stream = TextStream(runner.tokenizer, on_text)
