@@ -16,8 +16,10 @@ from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, Mode
 
 OPTIONS = {"mode": ModeOpt, "model": ModelOpt, "device": DeviceOpt, "dtype": DtypeOpt,
            "max_new_tokens": MaxTokensOpt, "ngram_size": NgramOpt, "ngram_window": NgramWindowOpt}
-READING = ("mode", "model", "device", "dtype", "max_new_tokens")   # what every command that runs the model takes
-GUARDED = READING + ("ngram_size", "ngram_window")                 # ... and the repetition guard
+LOADING = ("model", "device", "dtype")                       # which checkpoint, where
+GENERATION = ("max_new_tokens", "ngram_size", "ngram_window")  # the token limit and the repetition guard
+READING = ("mode", *LOADING, "max_new_tokens")               # the per-image commands
+GUARDED = ("mode", *LOADING, *GENERATION)                    # convert, ocr
 
 
 @dataclass(frozen=True)
