@@ -123,8 +123,23 @@ def convert(
     for report in reports:
         _record(manifest, remote, report)
         _tell(report, quiet, verbose)
+    def record(report, console=stderr):
+        _record(manifest, remote, report)
+        _tell(report, quiet, verbose, console)
+
+    reports += _run_jobs(jobs, runner, options, started, not quiet and stderr.is_terminal, record)
+    if not quiet:
+        _summary(reports, time.perf_counter() - started)
+    if not all(report.ok or report.skipped for report in reports):
+        raise typer.Exit(1)
+
+
+def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline.ConvertOptions, started: float,
+              show: bool, record) -> list[pipeline.DocumentReport]:
+    """Every job through the pipeline, each report recorded as its document is written; the one
+    progress display: files, pages, and with --gpus a line per engine."""
+    done: list[pipeline.DocumentReport] = []
     total_pages = sum(len(job.numbers) for job in jobs)
-    show = not quiet and stderr.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                   console=stderr, disable=not show, transient=True) as progress:
@@ -148,16 +163,12 @@ def convert(
                 if report.markdown is not None:
                     sys.stdout.write(report.markdown)
                     sys.stdout.flush()
-                reports.append(report)
-                _record(manifest, remote, report)
-                _tell(report, quiet, verbose, progress.console)
+                done.append(report)
+                record(report, progress.console)
         finally:
             if runner is not None:
                 runner.close()
-    if not quiet:
-        _summary(reports, time.perf_counter() - started)
-    if not all(report.ok or report.skipped for report in reports):
-        raise typer.Exit(1)
+    return done
 
 
 def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool) -> Runner:
