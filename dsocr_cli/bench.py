@@ -13,6 +13,7 @@ from functools import partial
 import torch
 from PIL import Image, ImageDraw
 
+from . import prompts
 from .checkpoint import ModelConfig, official_config
 from .engine.engine import Engine, EngineStats
 from .engine.multi import MultiRunner
@@ -21,7 +22,9 @@ from .model.ocr import DeepseekOCR
 from .preprocess import Mode
 from .prompts import load_prompt
 from .random_weights import random_model
-from .runner import OcrRequest, PlainRunner, pick_device, pick_dtype, preprocess_workers, settings_for
+from .engine.plain import PlainRunner
+from .requests import OcrRequest, settings_for
+from .runner import pick_device, pick_dtype, preprocess_workers
 from .tokenizer import Tokenizer
 
 A4 = (1190, 1684)
@@ -62,7 +65,7 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
               batch: int | None, baseline: bool, workers: int, profile: bool = False, compile: bool = False) -> dict:
     device = model.lm_head.weight.device
     settings = settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True)
-    prompt = load_prompt("document")
+    prompt = load_prompt(prompts.DOCUMENT)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -130,7 +133,7 @@ def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens:
 
     Both runs go through the same worker processes and queue, each engine warmed up first, so the
     ratio is what adding GPUs buys."""
-    prompt = load_prompt("document")
+    prompt = load_prompt(prompts.DOCUMENT)
     rates, errors = {}, 0
     for group in ([devices[0]], devices) if len(devices) > 1 else ([devices[0]],):
         spec = EngineSpec(load, dict(max_new_tokens=output_tokens, ignore_eos=True), batch,

@@ -58,6 +58,11 @@ class Source:
     error: str | None = None    # why it cannot be read at all (e.g. missing)
 
 
+def document_key(source: Source) -> str:
+    """Names a document across runs and shards: its path below the folder argument."""
+    return source.relative.as_posix()
+
+
 def expand_inputs(args: list[str], stdin: TextIO | None, skip: Iterable[str | Path] = ()) -> list[Source]:
     """Sources for command-line arguments, in order, each file once.
 
@@ -117,23 +122,6 @@ def _search(root: Path, skipped: set[str]) -> list[Source]:
     return sources + problems
 
 
-@dataclass
-class Page:
-    number: int              # 1-based
-    image: Image.Image       # RGB, EXIF orientation applied
-    source: Source
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.size
-
-
-@dataclass(frozen=True)
-class PageFailure:
-    number: int
-    reason: str
-
-
 @dataclass(frozen=True)
 class PageRef:
     """One page, not yet rendered: call it (in any process: it pickles small) for its RGB image.
@@ -168,18 +156,6 @@ class Document:
         if not 1 <= number <= self.page_count:
             raise ValueError(f"page {number} is not in 1..{self.page_count}")
         return PageRef(self.source.path, self.kind, number, self.dpi, self.max_pixels)
-
-    def pages(self, selection: list[int] | None = None) -> Iterator[Page | PageFailure]:
-        """Pages in `selection` order (all when None), each rendered only when the loop reaches it."""
-        numbers = selection if selection is not None else range(1, self.page_count + 1)
-        return (self._page(number) for number in numbers)
-
-    def _page(self, number: int) -> Page | PageFailure:
-        try:
-            image = self.page_ref(number)()
-        except PageError as exc:
-            return PageFailure(number, str(exc))
-        return Page(number, image, self.source)
 
 
 def open_document(source: Source, dpi: int = DPI, max_pixels: int = MAX_PAGE_PIXELS) -> Document:

@@ -8,27 +8,31 @@ from typing import Hashable, Iterable, Iterator
 from PIL import Image
 
 from .figures import FigureReading, read_figure
-from .generate import GenerationSettings
-from .markdown import render_page
+from .pages import ParsedPage, crop_figures
 from .preprocess import Mode
-from .runner import OcrRequest, Runner
+from .requests import GenerationSettings, OcrRequest, Runner
 
 PageKey = tuple[Hashable, int]   # (whose page, page number)
 
 
-def read_figures(pages: Iterable[tuple[PageKey, str, Image.Image | None]], runner: Runner,
-                 settings: GenerationSettings | None, prompt: str, mode: Mode) -> dict[PageKey, dict[str, FigureReading]]:
-    """Readings by page, then by figure name (p3_fig1.png). `pages` (key, raw output, page image or
+def read_figures(pages: Iterable[tuple[PageKey, ParsedPage, Image.Image | None]], runner: Runner,
+                 settings: GenerationSettings | None, prompt: str, mode: Mode,
+                 ) -> tuple[dict[PageKey, dict[str, FigureReading]], dict[PageKey, dict[str, Image.Image]]]:
+    """Readings by page, then by figure name (p3_fig1.png), and the crops they were read from (the
+    document's figure files: the page need not be rendered again). `pages` (key, page, its image or
     None) is consumed lazily, as the runner takes requests, so page images do not pile up."""
+    crops: dict[PageKey, dict[str, Image.Image]] = {}
+
     def requests() -> Iterator[OcrRequest]:
-        for key, raw, image in pages:
+        for key, page, image in pages:
             if image is not None:
-                for figure in render_page(raw, key[1], image.size, image).figures:
-                    yield OcrRequest(figure.image, prompt, mode, key=(key, figure.name))
+                crops[key] = crop_figures(page, image)
+                for name, crop in crops[key].items():
+                    yield OcrRequest(crop, prompt, mode, key=(key, name))
 
     readings: dict[PageKey, dict[str, FigureReading]] = defaultdict(dict)
     for result in runner.run(requests(), settings=settings):
         key, name = result.key
         if result.error is None:
             readings[key][name] = read_figure(result.text)
-    return readings
+    return readings, crops

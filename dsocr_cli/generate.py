@@ -15,19 +15,9 @@ import torch
 from .model.kv_cache import ContiguousKV
 from .model.ocr import DeepseekOCR
 from .preprocess import ImageInput, normalize
+from .requests import GenerationSettings
 
 EOS, LENGTH, REPETITION = "eos", "length", "repetition"
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 8192
-    ngram_size: int = 30          # 0 turns the guard off
-    ngram_window: int = 90
-    ngram_whitelist: frozenset[int] = frozenset()  # token ids never banned (<td>, </td>)
-    loop_span: int = 512          # stop as `repetition` when this many tokens repeat a block of
-    #                               at most loop_span // 4 tokens; 0 turns it off
-    ignore_eos: bool = False      # benchmarks: every page runs to max_new_tokens
 
 
 def finish_reason(generated: list[int], eos_id: int, settings: GenerationSettings, looping: bool) -> str | None:

@@ -28,29 +28,23 @@ Schema, version 1 (keys always present):
 from __future__ import annotations
 
 from .errors import DsocrError
-from .grounding import parse_blocks, to_pixels
+from .grounding import to_pixels
+from .pages import ParsedPage
 
 VERSION = 1
 
 
-def page_layout(raw: str, page_number: int, page_size: tuple[int, int], finish_reason: str = "eos",
-                problems: list[str] = ()) -> dict:
-    width, height = page_size
-    blocks = parse_blocks(raw)
-    flags = [name for name, on in (("incomplete", finish_reason != "eos"),
-                                   ("ungrounded", bool(raw.strip()) and "<|ref|>" not in raw),
-                                   ("malformed", any(b.problems for b in blocks))) if on]
-    return {"page": page_number, "size": [width, height], "finish_reason": finish_reason, "flags": flags,
-            "problems": list(problems), "raw": raw,
+def page_layout(page: ParsedPage, problems: list[str] = ()) -> dict:
+    """A page's entry; a failed page stays in its place, empty, with its reason."""
+    if page.error is not None:
+        return {"page": page.number, "size": list(page.size) if page.size else None, "finish_reason": "error",
+                "flags": page.flags, "problems": [page.error], "raw": "", "blocks": []}
+    width, height = page.size
+    return {"page": page.number, "size": [width, height], "finish_reason": page.finish_reason, "flags": page.flags,
+            "problems": list(problems), "raw": page.raw,
             "blocks": [{"label": b.label, "text": b.text, "boxes": [list(box) for box in b.boxes],
                         "boxes_px": [list(to_pixels(box, width, height)) for box in b.boxes]}
-                       for b in blocks]}
-
-
-def failed_page_layout(page_number: int, reason: str, page_size: tuple[int, int] | None = None) -> dict:
-    """A page that could not be read or run: kept in its place, empty, with the reason."""
-    return {"page": page_number, "size": list(page_size) if page_size else None, "finish_reason": "error",
-            "flags": ["failed"], "problems": [reason], "raw": "", "blocks": []}
+                       for b in page.blocks]}
 
 
 def document_layout(source: str, pages: list[dict], **meta) -> dict:

@@ -14,20 +14,11 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from .documents import Source
+from .documents import document_key
+from .jobs import DocumentReport
 from .writers import Target
 
-if TYPE_CHECKING:
-    from .convert import DocumentReport
-
 MANIFEST_NAME = "dsocr-manifest.jsonl"
-
-
-def document_key(source: Source) -> str:
-    """Names a document across runs and shards: its path below the folder argument."""
-    return source.relative.as_posix()
 
 
 def fingerprint(options) -> str:

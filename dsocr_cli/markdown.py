@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from PIL import Image
 
 from .errors import DsocrError
-from .grounding import Box, parse_blocks, to_pixels
+from .grounding import Box, to_pixels
+from .pages import ParsedPage, crop_figures, plain_text
 from .tables import Table, find_html_tables, parse_html_table, to_html_table, to_pipe_table
 
 # Page furniture. Published DeepSeek-OCR outputs use the labels text, title, sub_title, image,
@@ -40,7 +41,6 @@ _WITHIN_PARAGRAPH = r"(?:(?!\n\s*\n).)"
 _SPANS = re.compile(rf"(?P<ticks>`+){_WITHIN_PARAGRAPH}+?(?<!`)(?P=ticks)(?!`)"
                     rf"|\\\((?P<inline>{_WITHIN_PARAGRAPH}*?)\\\)|\\\[(?P<display>{_WITHIN_PARAGRAPH}*?)\\\]", re.S)
 _HEADING = re.compile(r"(#{1,6})(?:[ \t]+|$)")
-_TAGS = re.compile(r"<[^<>]*>")
 
 
 @dataclass(frozen=True)
@@ -82,24 +82,32 @@ class RenderedPage:
 def render_page(raw: str, page_number: int, page_size: tuple[int, int], image: Image.Image | None = None,
                 options: RenderOptions = RenderOptions(), finish_reason: str = "eos",
                 figure_notes: dict[str, FigureNote] | None = None) -> RenderedPage:
-    """Markdown for one page; `image` is the page at full resolution (figures are cropped from it);
-    `figure_notes` by figure name."""
-    blocks = parse_blocks(raw)
+    """Markdown for one page of raw output; `image` is the page at full resolution (figures are
+    cropped from it); `figure_notes` by figure name."""
+    page = ParsedPage(page_number, raw, finish_reason, page_size)
+    return render_parsed(page, page_size, crop_figures(page, image) if image is not None else {}, options,
+                         figure_notes)
+
+
+def render_parsed(page: ParsedPage, page_size: tuple[int, int], crops: dict[str, Image.Image],
+                  options: RenderOptions = RenderOptions(),
+                  figure_notes: dict[str, FigureNote] | None = None) -> RenderedPage:
+    """Markdown for a parsed page; `crops` are its figures cut from the page (crop_figures), by name."""
     parts: list[str] = []
-    figures: list[Figure] = []
     problems: list[str] = []
-    for i, block in enumerate(blocks):
-        where = f"page {page_number}, block {i + 1} ({block.label})"
+    figures = iter(page.figures)
+    rendered = []
+    for i, block in enumerate(page.blocks):
+        where = f"page {page.number}, block {i + 1} ({block.label})"
         problems += [f"{where}: {p}" for p in block.problems]
         if block.label in FURNITURE and not options.keep_headers:
             continue
         if block.label == "image":
-            following = blocks[i + 1] if i + 1 < len(blocks) else None
-            caption = _plain(following.text) if following and following.label == "image_caption" else ""
-            for box in block.boxes:
-                figures.append(_figure(box, f"p{page_number}_fig{len(figures) + 1}.png", caption, page_size, image))
-                note = (figure_notes or {}).get(figures[-1].name, FigureNote())
-                parts += [_figure_link(figures[-1], options.figure_dir, note.alt), note.below]
+            for figure in (next(figures) for _ in block.boxes):
+                rendered.append(Figure(figure.name, to_pixels(figure.box, *page_size), crops.get(figure.name),
+                                       figure.caption))
+                note = (figure_notes or {}).get(figure.name, FigureNote())
+                parts += [_figure_link(rendered[-1], options.figure_dir, note.alt), note.below]
             parts += _text_pieces(block.text, options, problems, where)
         elif block.label in ("title", "sub_title"):
             parts.append(_heading(block.text, 1 if block.label == "title" else 2, options))
@@ -107,9 +115,9 @@ def render_page(raw: str, page_number: int, page_size: tuple[int, int], image: I
             parts += _text_pieces(_as_display_math(block.text), options, problems, where)
         else:
             parts += _text_pieces(block.text, options, problems, where)
-    if finish_reason != "eos":
-        parts.append(_incomplete_note(page_number, finish_reason))
-    return RenderedPage("\n\n".join(p for p in parts if p), figures, problems)
+    if page.finish_reason != "eos":
+        parts.append(_incomplete_note(page.number, page.finish_reason))
+    return RenderedPage("\n\n".join(p for p in parts if p), rendered, problems)
 
 
 def join_pages(pages: list[str], separator: str | None = None, numbers: list[int] | None = None) -> str:
@@ -125,26 +133,12 @@ def join_pages(pages: list[str], separator: str | None = None, numbers: list[int
     return body + "\n" if body else ""
 
 
-def _figure(box: Box, name: str, caption: str, page_size: tuple[int, int], page: Image.Image | None) -> Figure:
-    crop = None
-    if page is not None:
-        x1, y1, x2, y2 = to_pixels(box, *page.size)
-        x1, y1 = min(x1, page.width - 1), min(y1, page.height - 1)   # at least one pixel, inside the page
-        crop = page.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
-    return Figure(name, to_pixels(box, *page_size), crop, caption)
-
-
 def _figure_link(figure: Figure, figure_dir: str, alt: str | None = None) -> str:
     alt = (alt or figure.caption).replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
     target = figure_dir + figure.name
     if re.search(r"[\s()<>]", target):
         target = "<" + target.replace("<", "%3C").replace(">", "%3E") + ">"
     return f"![{alt}]({target})"
-
-
-def _plain(text: str) -> str:
-    """A caption as one line of plain text (alt text, Figure.caption)."""
-    return " ".join(_TAGS.sub(" ", text).split())
 
 
 def _heading(text: str, level: int, options: RenderOptions) -> str:
@@ -214,7 +208,7 @@ def _table_pieces(markup: str, options: RenderOptions, problems: list[str], wher
     if not re.search(r"</table\s*>\s*$", markup, re.I):
         problems.append(f"{where}: table not closed (output cut off?), closed after its last cell")
     if not table.rows:
-        text = _plain(markup)
+        text = plain_text(markup)
         if text:
             problems.append(f"{where}: table without cells, kept as text")
         return _prose_pieces(text, options)

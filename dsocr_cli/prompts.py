@@ -13,6 +13,14 @@ from pathlib import Path
 from .errors import DsocrError
 from .tokenizer import Tokenizer
 
+# The shipped prompts (prompts/NAME.txt), by use.
+DOCUMENT = "document"          # convert: Markdown with layout blocks and boxes
+FREE_OCR = "free-ocr"          # text alone (convert --no-layout, ocr, eval, compress)
+OCR_LAYOUT = "ocr-layout"      # ocr --layout
+PARSE_FIGURE = "parse-figure"  # a figure read again: charts, chemistry (parse-chart, parse-chem, --parse-figures)
+DESCRIBE = "describe"
+LOCATE = "locate"
+
 IMAGE_TAG = "<image>"
 IMAGE_TOKEN_ID = 128815
 BOS_ID = 0

@@ -19,8 +19,7 @@ from typing import Iterable, Iterator
 from .engine.multi import CPU_WORKERS_ENV
 from .engine.spec import EngineSpec
 from .errors import DsocrError
-from .generate import GenerationSettings
-from .runner import OcrRequest, OcrResult, page_image
+from .requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, page_image
 
 LOCAL = "local"            # bare --ray: start a Ray on this host (or join the one RAY_ADDRESS names)
 GPU_BATCH = 256            # pages handed to a GPU engine at once (it batches them continuously)
@@ -41,7 +40,7 @@ def _render(row: dict) -> dict:
     and the engine reports why, as for every other page."""
     request: OcrRequest = pickle.loads(row["request"])
     try:
-        request.image = page_image(request)
+        request = replace(request, image=page_image(request))
     except Exception:
         pass
     return {"request": pickle.dumps(request)}
@@ -63,6 +62,11 @@ class _EngineActor:
 
 
 class RayRunner:
+    """A Runner (requests.py) over a Ray actor pool."""
+    tokenizer = None        # each actor loads its own
+    devices: list[str] = []  # Ray does not say which actor ran a page
+    pages_done: list[int] = []
+
     def __init__(self, address: str, spec: EngineSpec):
         ray = import_ray()
         if not ray.is_initialized():
@@ -76,10 +80,13 @@ class RayRunner:
         self.engines = self.gpus or max(1, int(os.environ.get(CPU_WORKERS_ENV, "1")))
         self.settings = GenerationSettings(**spec.settings)
 
-    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
+    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
+            on_token: TokenCallback | None = None) -> Iterator[OcrResult]:
         """Results as the actor pool returns them; `settings` as for Engine.run (the retry's guard)."""
         import ray
 
+        if on_token is not None:
+            raise ValueError("streaming tokens needs the engine in this process, not --ray")
         rows = [{"request": pickle.dumps(request)} for request in requests]
         if not rows:
             return

@@ -36,7 +36,7 @@ class PageStyle:
 
 
 @dataclass(frozen=True)
-class Block:
+class TextBlock:
     """One paragraph, heading or code block, as drawn (no markup)."""
     text: str
     kind: str = "body"   # body, h1..h6, code
@@ -53,17 +53,17 @@ def has_cjk(text: str) -> bool:
     return re.search(f"[{CJK_CHARS}]", text) is not None
 
 
-def plain_blocks(text: str) -> list[Block]:
+def plain_blocks(text: str) -> list[TextBlock]:
     """Paragraphs between blank lines, their hard-wrapped lines joined; a line that starts indented
     or with a list marker (-, *, +, \u2022, 1., 1)) stays on a line of its own."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").expandtabs(4)
-    return [Block(_SOFT_BREAK.sub(" ", p.strip("\n"))) for p in re.split(r"\n[^\S\n]*\n", text) if p.strip()]
+    return [TextBlock(_SOFT_BREAK.sub(" ", p.strip("\n"))) for p in re.split(r"\n[^\S\n]*\n", text) if p.strip()]
 
 
-def markdown_blocks(text: str) -> list[Block]:
+def markdown_blocks(text: str) -> list[TextBlock]:
     """CommonMark (+ tables) -> blocks: paragraphs reflowed, markup dropped, list markers and
     nesting kept, code verbatim, table rows as `a | b` lines."""
-    blocks: list[Block] = []
+    blocks: list[TextBlock] = []
     level, marker = 0, ""
     row: list[str] | None = None           # the cells of the table row being read
     for token in MarkdownIt("commonmark").enable("table").parse(text.expandtabs(4)):
@@ -79,17 +79,17 @@ def markdown_blocks(text: str) -> list[Block]:
         elif kind == "inline" and row is not None:
             row.append(_inline_text(token))
         elif kind == "inline" and marker in HEADING_SCALE:
-            blocks.append(Block(_inline_text(token), marker, level))
+            blocks.append(TextBlock(_inline_text(token), marker, level))
             marker = ""
         elif kind == "inline":  # an item's first paragraph carries its marker, one step left of the rest
-            blocks.append(Block(marker + _inline_text(token), "body", level - 1 if marker else level))
+            blocks.append(TextBlock(marker + _inline_text(token), "body", level - 1 if marker else level))
             marker = ""
         elif kind in ("fence", "code_block", "html_block"):
-            blocks.append(Block(token.content.rstrip("\n"), "code" if kind != "html_block" else "body", level))
+            blocks.append(TextBlock(token.content.rstrip("\n"), "code" if kind != "html_block" else "body", level))
         elif kind == "tr_open":
             row = []
         elif kind == "tr_close":
-            blocks.append(Block(" | ".join(row), "body", level))
+            blocks.append(TextBlock(" | ".join(row), "body", level))
             row = None
     return [b for b in blocks if b.text.strip()]
 
@@ -133,13 +133,13 @@ def wrap(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
     return lines
 
 
-def block_font(block: Block, typeface: Typeface, style: PageStyle) -> ImageFont.FreeTypeFont:
+def block_font(block: TextBlock, typeface: Typeface, style: PageStyle) -> ImageFont.FreeTypeFont:
     if block.kind in HEADING_SCALE:
         return typeface.font("bold", round(style.font_size * HEADING_SCALE[block.kind]))
     return typeface.font("mono" if block.kind == "code" else "regular", style.font_size)
 
 
-def render_pages(blocks: list[Block], typeface: Typeface, style: PageStyle = PageStyle()) -> list[Page]:
+def render_pages(blocks: list[TextBlock], typeface: Typeface, style: PageStyle = PageStyle()) -> list[Page]:
     """Lay the blocks out top to bottom, starting a page when the next line would cross the bottom
     margin. A blank half line separates blocks; an empty document gives no pages."""
     pages: list[Page] = []

@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from dsocr_cli import convert as pipeline
+from dsocr_cli import saved as saved_output
 from dsocr_cli.documents import expand_inputs
 from dsocr_cli.generate import GenerationSettings
 from dsocr_cli.preprocess import MODES
-from dsocr_cli.runner import OcrResult
+from dsocr_cli.requests import OcrResult
 from golden import RAW, assert_golden, raw_fixture
 from conftest import run_dsocr
 
@@ -37,7 +38,9 @@ class ScriptedRunner:
     def __init__(self, script: dict):
         self.script, self.settings, self.runs = script, GenerationSettings(), []
 
-    def run(self, requests, settings=None):
+    tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
+
+    def run(self, requests, settings=None, on_token=None):
         requests = list(requests)
         self.runs.append((settings, [r.key for r in requests]))
         for request in reversed(requests):  # out of order, as the engine may answer
@@ -118,11 +121,11 @@ def test_saved_outputs_round_trip_through_the_layout_json(tmp_path):
     jobs, _, opts = plan(tmp_path, [("report.pdf", 2)], str(tmp_path / "first.md"), layout_json=True)
     runner = ScriptedRunner({1: [(raw_fixture("figures"), "eos")], 2: [(raw_fixture("math"), "eos")]})
     list(pipeline.convert(jobs, runner, opts))
-    recorded, saved = pipeline.read_saved(tmp_path / "first_layout.json")
+    recorded, saved = saved_output.read_saved(tmp_path / "first_layout.json")
     assert recorded == "report.pdf" and sorted(saved) == [1, 2] and saved[1].size == (600, 800)
-    source = pipeline.source_for(recorded)
+    source = saved_output.source_for(recorded)
     target = pipeline.plan_outputs([source], str(tmp_path / "again.md"))[0]
-    job = pipeline.saved_job(saved, source, target, None, None)
+    job = saved_output.saved_job(saved, source, target, None, None)
     [report] = list(pipeline.convert([job], None, opts))
     assert (tmp_path / "again.md").read_text() == (tmp_path / "first.md").read_text().replace("first_images/", "again_images/")
     assert report.problems and all("not cropped" in p for p in report.problems)
@@ -133,11 +136,11 @@ def test_saved_raw_folders_need_page_numbers(tmp_path):
     folder.mkdir()
     (folder / "page-0002.txt").write_text("two")
     (folder / "page-0010.repetition.md").write_text("ten")
-    _, saved = pipeline.read_saved(folder)
+    _, saved = saved_output.read_saved(folder)
     assert {n: (p.raw, p.finish_reason) for n, p in saved.items()} == {2: ("two", "eos"), 10: ("ten", "repetition")}
     (folder / "notes.txt").write_text("?")
-    with pytest.raises(pipeline.DsocrError, match="no page number"):
-        pipeline.read_saved(folder)
+    with pytest.raises(saved_output.DsocrError, match="no page number"):
+        saved_output.read_saved(folder)
 
 
 # ---- the command line -----------------------------------------------------------------------

@@ -11,7 +11,8 @@ from dsocr_cli.engine.guard import ban_repeated_ngrams, looping
 from dsocr_cli.generate import banned_tokens, is_looping
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.prompts import load_prompt
-from dsocr_cli.runner import OcrRequest, PlainRunner, settings_for
+from dsocr_cli.engine.plain import PlainRunner
+from dsocr_cli.requests import OcrRequest, settings_for
 from dsocr_cli.tokenizer import Tokenizer
 
 
@@ -121,6 +122,28 @@ def test_engine_switches_settings_between_runs_like_the_plain_path(eos_prone_mod
         assert all(size == specs[k][0].size for k, (_, size) in got.items())
 
 
+def test_settings_given_to_a_run_hold_for_that_run_only(eos_prone_model):
+    """After a strict run, a run given no settings is the engine's own again (the plain path's)."""
+    tok = Tokenizer.bundled()
+    loose = settings_for(tok, max_new_tokens=32, ngram_size=0)
+    strict = settings_for(tok, max_new_tokens=32, ngram_size=2, ngram_window=16)
+    specs = pages(2, seed=2)
+    engine = Engine(eos_prone_model, tok, loose, max_batch=2, kv_bytes=64 * PAGE_BYTES)
+    list(engine.run(requests(specs), settings=strict))
+    assert engine.settings == loose
+    plain = {r.key: r.token_ids for r in PlainRunner(eos_prone_model, tok, loose).run(requests(specs))}
+    assert {r.key: r.token_ids for r in engine.run(requests(specs))} == plain
+
+
+def test_the_feeder_leaves_the_callers_requests_alone(eos_prone_model):
+    tok = Tokenizer.bundled()
+    engine = Engine(eos_prone_model, tok, settings_for(tok, max_new_tokens=4), max_batch=2, kv_bytes=64 * PAGE_BYTES)
+    mine = list(requests(pages(2, seed=3)))
+    images = [r.image for r in mine]
+    list(engine.run(mine))
+    assert all(r.image is image for r, image in zip(mine, images))
+
+
 def test_a_bounded_batch_takes_only_the_cache_it_can_use(eos_prone_model):
     settings = settings_for(Tokenizer.bundled(), max_new_tokens=64)
     engine = Engine(eos_prone_model, Tokenizer.bundled(), settings, max_batch=2)
@@ -135,7 +158,7 @@ def test_a_small_run_gets_a_batch_and_cache_its_size(tiny_checkpoint):
 
 def test_compile_reaches_the_engine_from_convert(tiny_checkpoint, dsocr, monkeypatch, tmp_path):
     """convert --compile asks for a compiling engine (here built plain: the compiled step has its own test)."""
-    from dsocr_cli.cli import convert
+    from dsocr_cli import runner
     from dsocr_cli.runner import load_runner
     asked = []
 
@@ -143,7 +166,7 @@ def test_compile_reaches_the_engine_from_convert(tiny_checkpoint, dsocr, monkeyp
         asked.append(compile)
         return load_runner(*args, **kwargs)
 
-    monkeypatch.setattr(convert, "load_runner", spy)
+    monkeypatch.setattr(runner, "load_runner", spy)  # the command imports it when it runs
     Image.new("RGB", (200, 100), "white").save(tmp_path / "page.png")
     outcome = dsocr("convert", tmp_path / "page.png", "-o", tmp_path / "out.md", "--model", tiny_checkpoint,
                     "--device", "cpu", "--max-new-tokens", "4", "--compile", "-q")

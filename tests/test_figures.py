@@ -13,7 +13,7 @@ from dsocr_cli.figures import figure_markdown, read_figure
 from dsocr_cli.generate import GenerationSettings
 from dsocr_cli.markdown import FigureNote
 from dsocr_cli.preprocess import MODES
-from dsocr_cli.runner import OcrResult
+from dsocr_cli.requests import OcrResult
 from conftest import run_dsocr
 from deep_cli import DEEP
 from golden import raw_fixture
@@ -66,7 +66,9 @@ class FigureRunner:
     def __init__(self):
         self.settings, self.runs = GenerationSettings(), []
 
-    def run(self, requests, settings=None):
+    tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
+
+    def run(self, requests, settings=None, on_token=None):
         requests = list(requests)
         self.runs.append((settings, [r.key for r in requests], [r.prompt for r in requests]))
         for request in requests:
@@ -105,7 +107,9 @@ class LoggingRunner:
     def __init__(self, log):
         self.settings, self.log = GenerationSettings(), log
 
-    def run(self, requests, settings=None):
+    tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
+
+    def run(self, requests, settings=None, on_token=None):
         for request in requests:
             self.log.append(("request", request.key))
             if isinstance(request.key[1], int):

@@ -8,7 +8,8 @@ import torch
 from dsocr_cli.checkpoint import load_model
 from dsocr_cli.engine.engine import Engine
 from dsocr_cli.engine.paged_kv import PAGE, DecodeKV, PagePool
-from dsocr_cli.runner import PlainRunner, settings_for
+from dsocr_cli.engine.plain import PlainRunner
+from dsocr_cli.requests import settings_for
 from dsocr_cli.tokenizer import Tokenizer
 from test_engine import pages, requests
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from dsocr_cli.errors import DsocrError
-from dsocr_cli.layout import VERSION, document_layout, failed_page_layout, page_layout, raw_pages_from_layout
+from dsocr_cli.layout import VERSION, document_layout, page_layout, raw_pages_from_layout
+from dsocr_cli.pages import ParsedPage
 from dsocr_cli.markdown import render_page
 from golden import assert_golden, raw_fixture
 
@@ -18,7 +19,7 @@ CASES = {"figures": "eos", "tables": "eos", "truncated": "length", "malformed": 
 def layout_of(name: str) -> dict:
     raw, finish_reason = raw_fixture(name), CASES[name]
     problems = render_page(raw, 3, PAGE_SIZE, finish_reason=finish_reason).problems
-    return page_layout(raw, 3, PAGE_SIZE, finish_reason, problems)
+    return page_layout(ParsedPage(3, raw, finish_reason, PAGE_SIZE), problems)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -40,11 +41,11 @@ def test_flags():
     assert layout_of("truncated")["flags"] == ["incomplete"]
     assert layout_of("malformed")["flags"] == ["incomplete", "malformed"]
     assert layout_of("free_ocr")["flags"] == ["ungrounded"]
-    assert page_layout("", 1, PAGE_SIZE)["flags"] == []
+    assert page_layout(ParsedPage(1, "", "eos", PAGE_SIZE))["flags"] == []
 
 
 def test_document_round_trip_through_json():
-    pages = [layout_of("tables"), layout_of("truncated"), failed_page_layout(4, "PageError: broken stream")]
+    pages = [layout_of("tables"), layout_of("truncated"), page_layout(ParsedPage(4, error="PageError: broken stream"))]
     doc = json.loads(json.dumps(document_layout("report.pdf", pages, model="deepseek-ai/DeepSeek-OCR", mode="gundam")))
     assert doc["version"] == VERSION and doc["source"] == "report.pdf"
     assert doc["meta"] == {"model": "deepseek-ai/DeepSeek-OCR", "mode": "gundam"}

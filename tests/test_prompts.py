@@ -48,3 +48,11 @@ def test_special_markers_are_single_tokens(tok):
     assert [tok.token_id(t) for t in ("<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "<td>", "</td>")] == \
         [128816, 128817, 128818, 128819, 128821, 128822]
     assert tok.decode([201, 128820, 1]) == "\n<|grounding|><｜end▁of▁sentence｜>"
+
+
+def test_every_prompt_constant_names_a_shipped_prompt():
+    from dsocr_cli import prompts
+
+    names = [prompts.DOCUMENT, prompts.FREE_OCR, prompts.OCR_LAYOUT, prompts.PARSE_FIGURE, prompts.DESCRIBE,
+             prompts.LOCATE]
+    assert set(names) == set(prompts.prompt_names())

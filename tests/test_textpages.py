@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from dsocr_cli.fonts import Typeface, find_typeface
-from dsocr_cli.textpages import Block, PageStyle, markdown_blocks, plain_blocks, render_pages, text_to_pages, wrap
+from dsocr_cli.textpages import PageStyle, TextBlock, markdown_blocks, plain_blocks, render_pages, text_to_pages, wrap
 
 SAMPLE = Path(__file__).parent.parent / "fixtures" / "compress" / "sample.md"
 BUILTIN = Typeface(None, None, None)   # Pillow's own font: the same on every machine
@@ -64,8 +64,8 @@ def test_empty_text_gives_no_pages():
 def test_plain_text_is_reflowed_but_keeps_lists_and_indented_lines():
     text = "A paragraph wrapped\nat a narrow width.\n- first item\n- second item\n    indented code\n\n\nNext paragraph.\r\n"
     assert plain_blocks(text) == [
-        Block("A paragraph wrapped at a narrow width.\n- first item\n- second item\n    indented code"),
-        Block("Next paragraph."),
+        TextBlock("A paragraph wrapped at a narrow width.\n- first item\n- second item\n    indented code"),
+        TextBlock("Next paragraph."),
     ]
 
 
@@ -73,13 +73,13 @@ def test_markdown_is_drawn_without_its_markup():
     text = ("# Title with *emphasis*\n\nSome **bold** text\nover two lines, a [link](http://example.org) "
             "and `code`.\n\n- one\n- two\n\n3. three\n\n> quoted\n\n```\nx = 1\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     assert markdown_blocks(text) == [
-        Block("Title with emphasis", "h1"),
-        Block("Some bold text over two lines, a link and code."),
-        Block("\u2022 one"),
-        Block("\u2022 two"),
-        Block("3. three"),
-        Block("quoted", level=1),
-        Block("x = 1", "code"),
-        Block("a | b"),
-        Block("1 | 2"),
+        TextBlock("Title with emphasis", "h1"),
+        TextBlock("Some bold text over two lines, a link and code."),
+        TextBlock("\u2022 one"),
+        TextBlock("\u2022 two"),
+        TextBlock("3. three"),
+        TextBlock("quoted", level=1),
+        TextBlock("x = 1", "code"),
+        TextBlock("a | b"),
+        TextBlock("1 | 2"),
     ]

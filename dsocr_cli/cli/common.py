@@ -12,27 +12,32 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 
 from ..errors import DsocrError
-from ..generate import GenerationSettings
-from ..preprocess import MODES, Mode, orient, to_rgb
+from ..requests import GenerationSettings
+from ..preprocess import MODES, Mode, orient, to_rgb, vision_token_count
 from ..prompts import load_prompt, prompt_names
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, whatever the width
 
 
-class ModeName(str, Enum):
-    tiny = "tiny"
-    small = "small"
-    base = "base"
-    large = "large"
-    gundam = "gundam"
+ModeName = Enum("ModeName", {name: name for name in MODES}, type=str)  # --mode's choices: preprocess.MODES
+
+
+def mode_help(modes: dict[str, Mode] = MODES) -> str:
+    """Each mode's resolution and vision tokens per page: "tiny 512 (73 tokens), ..., gundam 1024 + 640 px tiles."."""
+    parts = []
+    for mode in modes.values():
+        if mode.crop:
+            parts.append(f"{mode.name} {mode.base_size} + {mode.image_size} px tiles")
+        else:
+            count = vision_token_count(mode, mode.image_size, mode.image_size)
+            parts.append(f"{mode.name} {mode.image_size} ({count}{' tokens' if not parts else ''})")
+    return ", ".join(parts) + "."
 
 
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", help="Checkpoint folder (official layout) or hub repo id. Default: $DSOCR_MODEL, "
                     "else deepseek-ai/DeepSeek-OCR (downloaded on first use).")]
-ModeOpt = Annotated[ModeName, typer.Option(
-    "--mode", help="tiny 512 (73 tokens), small 640 (111), base 1024 (273), large 1280 (421), "
-                   "gundam 1024 + 640 px tiles.")]
+ModeOpt = Annotated[ModeName, typer.Option("--mode", help=mode_help())]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a page after this many tokens.")]
@@ -42,12 +47,6 @@ PromptFileOpt = Annotated[Optional[Path], typer.Option(
     "--prompt-file", help=f"Read the prompt from a file. Shipped prompts: {', '.join(prompt_names())}.")]
 
 DEFAULTS = GenerationSettings()
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr and a non-zero exit."""
-    stderr.print(f"dsocr: error: {message}", markup=False)
-    raise typer.Exit(code)
 
 
 def warn(message: str) -> None:

@@ -15,11 +15,11 @@ from ..errors import DsocrError
 from ..fonts import CJK, Typeface, find_typeface
 from ..memory import Tier, Turn, forgetting_steps, parse_history, transcript
 from ..preprocess import MODES, vision_token_count
-from ..runner import OcrRequest, load_runner
+from ..requests import OcrRequest
 from ..textpages import Page, PageStyle, has_cjk, text_to_pages
 from ..tokenizer import Tokenizer
-from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, NgramOpt, NgramWindowOpt,
-                     print_json, warn)
+from .common import ModeName, print_json, warn
+from .options import GENERATION, LOADING, ModelChoice, model_options
 from .readback import (counting_tokenizer, fmt_distance, fmt_percent, fmt_ratio, free_ocr_prompt, page_numbers,
                        page_scores, read_back, read_text, totals)
 
@@ -27,7 +27,9 @@ STYLE = PageStyle()
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 
 
+@model_options(*LOADING, *GENERATION)  # its modes are its own option
 def compress(
+    choice: ModelChoice,
     source: Annotated[Optional[Path], typer.Argument(
         help="Text or Markdown file to render ('-' reads stdin).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -52,12 +54,6 @@ def compress(
         "--keep-small", min=0, help="--history: turns before those read in small mode; older ones in tiny.")] = 8,
     decode: Annotated[bool, typer.Option(
         "--decode", help="OCR the pages back with the model and report precision and edit distance.")] = False,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
-    ngram_size: NgramOpt = DEFAULTS.ngram_size,
-    ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Render text to page images and count text tokens, vision tokens and the compression ratio."""
@@ -70,7 +66,7 @@ def compress(
         turns = parse_history(read_text(history), str(history))
         if not turns:
             raise DsocrError(f"{history} has no turns")
-        plan_memory(turns, keep_text, keep_small, font, style, counting_tokenizer(model), out, as_json)
+        plan_memory(turns, keep_text, keep_small, font, style, counting_tokenizer(choice.model), out, as_json)
         return
 
     text = read_text(source)
@@ -79,9 +75,10 @@ def compress(
     if not pages:
         raise DsocrError(f"{source} has no text to render")
     names = write_pages(pages, out, "page")
-    runner = load_runner(model, device, dtype, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
-                         ngram_window=ngram_window) if decode else None
-    tokenizer = runner.tokenizer if runner else counting_tokenizer(model)
+    from ..runner import load_runner
+
+    runner = load_runner(choice.model, choice.device, choice.dtype, **choice.settings) if decode else None
+    tokenizer = runner.tokenizer if runner else counting_tokenizer(choice.model)
     chosen = MODES[mode.value]
     items = [{"image": name, **page_numbers(tokenizer, page.text, vision_token_count(chosen, *page.image.size))}
              for name, page in zip(names, pages)]

@@ -12,24 +12,24 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import checkpoint, storage
+from .. import checkpoint, prompts, saved, storage
 from .. import convert as pipeline
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
-from ..engine.multi import MultiRunner, engine_devices
-from ..engine.spec import EngineSpec
 from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
 from ..prompts import load_prompt
-from ..runner import load_runner, open_model, preprocess_workers
+from ..requests import Runner
 from ..shard import parse_shard
 from ..writers import is_done, is_folder, plan_outputs
-from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
-                     NgramWindowOpt, PromptFileOpt, mode_of, resolve_prompt, stderr, warn)
+from .common import PromptFileOpt, mode_of, resolve_prompt, stderr, warn
+from .options import GUARDED, ModelChoice, model_options
 
 
+@model_options(*GUARDED)
 def convert(
+    choice: ModelChoice,
     inputs: Annotated[Optional[list[str]], typer.Argument(
         help="PDFs, images (png jpg tiff webp bmp gif), folders (searched recursively), or - to read "
              "one path per line from stdin.", show_default=False)] = None,
@@ -37,7 +37,6 @@ def convert(
         "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it), "
                                "or - for stdout. Default: beside each input. Inputs and DIR/ may be URIs "
                                "(file://, s3://, ...: what fsspec opens).")] = None,
-    mode: ModeOpt = ModeName.gundam,
     no_layout: Annotated[bool, typer.Option("--no-layout", help="Free OCR: no layout blocks, boxes or figures.")] = False,
     prompt_file: PromptFileOpt = None,
     pages: Annotated[Optional[str], typer.Option("--pages", help="Pages to convert, 1-based: 1-3,7,10-")] = None,
@@ -61,12 +60,6 @@ def convert(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave inputs whose Markdown exists (resume a batch).")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary; errors only.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="A line per document as it is written.")] = False,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
-    ngram_size: NgramOpt = DEFAULTS.ngram_size,
-    ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as "
                                                                         "many as GPU memory holds).")] = None,
     gpus: Annotated[Optional[str], typer.Option(
@@ -95,15 +88,15 @@ def convert(
         raise DsocrError(f"--math-delimiters {math}: use one of {', '.join(MATH_MODES)}")
     if gpus is not None and ray is not None:
         raise DsocrError("--gpus and --ray do not go together (Ray gives each engine a GPU itself)")
-    if (gpus is not None or ray is not None) and device != "auto":
+    if (gpus is not None or ray is not None) and choice.device != "auto":
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
-    prompt_name = "free-ocr" if no_layout else "document"
+    prompt_name = prompts.FREE_OCR if no_layout else prompts.DOCUMENT
     options = pipeline.ConvertOptions(
-        mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
+        mode=mode_of(choice.mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
-        figure_prompt=load_prompt("parse-figure") if parse_figures else None,
-        meta={"mode": mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
+        figure_prompt=load_prompt(prompts.PARSE_FIGURE) if parse_figures else None,
+        meta={"mode": choice.mode.value, "prompt": str(prompt_file) if prompt_file else prompt_name, "dpi": dpi})
     started = time.perf_counter()
     manifest = remote = None
     if from_raw is not None:
@@ -121,24 +114,38 @@ def convert(
         output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
         sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
-        options = replace(options, meta={"model": model_name(model), **options.meta})
+        options = replace(options, meta={"model": model_name(choice.model), **options.meta})
         if output and output != "-" and is_folder(output):
             manifest = Manifest(Path(output), fingerprint(options))
         jobs, reports = pipeline.plan_jobs(sources, output, options, _finished(skip_existing, manifest),
                                            parse_shard(shard) if shard else None)
-        settings = dict(max_new_tokens=max_new_tokens, ngram_size=ngram_size, ngram_window=ngram_window)
-        runner = _runner(model, device, dtype, batch, settings, gpus, ray, compile) if jobs else None
+        runner = _runner(choice, batch, gpus, ray, compile) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
         _tell(report, quiet, verbose)
+    def record(report, console=stderr):
+        _record(manifest, remote, report)
+        _tell(report, quiet, verbose, console)
+
+    reports += _run_jobs(jobs, runner, options, started, not quiet and stderr.is_terminal, record)
+    if not quiet:
+        _summary(reports, time.perf_counter() - started)
+    if not all(report.ok or report.skipped for report in reports):
+        raise typer.Exit(1)
+
+
+def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline.ConvertOptions, started: float,
+              show: bool, record) -> list[pipeline.DocumentReport]:
+    """Every job through the pipeline, each report recorded as its document is written; the one
+    progress display: files, pages, and with --gpus a line per engine."""
+    done: list[pipeline.DocumentReport] = []
     total_pages = sum(len(job.numbers) for job in jobs)
-    show = not quiet and stderr.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                   console=stderr, disable=not show, transient=True) as progress:
         files = progress.add_task("files", total=len(jobs), rate="")
         page_bar = progress.add_task("pages", total=total_pages, rate="")
-        engines = getattr(runner, "devices", None) or []  # --gpus: one line per engine
+        engines = runner.devices if runner is not None else []  # --gpus: one line per engine
         engine_bars = [progress.add_task(f"  {device}", total=None, rate="") for device in engines]
         done_pages = 0
 
@@ -147,7 +154,7 @@ def convert(
             done_pages += 1
             elapsed = max(time.perf_counter() - started, 1e-9)
             progress.update(page_bar, completed=min(done_pages, total_pages), rate=f"{done_pages / elapsed:.2f} pages/s")
-            for bar, count in zip(engine_bars, getattr(runner, "pages_done", [])):
+            for bar, count in zip(engine_bars, runner.pages_done):
                 progress.update(bar, completed=count, rate=f"{count / elapsed:.2f} pages/s")
 
         try:
@@ -156,24 +163,25 @@ def convert(
                 if report.markdown is not None:
                     sys.stdout.write(report.markdown)
                     sys.stdout.flush()
-                reports.append(report)
-                _record(manifest, remote, report)
-                _tell(report, quiet, verbose, progress.console)
+                done.append(report)
+                record(report, progress.console)
         finally:
             if runner is not None:
                 runner.close()
-    if not quiet:
-        _summary(reports, time.perf_counter() - started)
-    if not all(report.ok or report.skipped for report in reports):
-        raise typer.Exit(1)
+    return done
 
 
-def _runner(model, device, dtype, batch, settings, gpus, ray, compile):
+def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool) -> Runner:
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
+    from ..engine.multi import MultiRunner, engine_devices
+    from ..engine.spec import EngineSpec
+    from ..runner import load_runner, open_model, preprocess_workers
+
+    settings = choice.settings
     if gpus is None and ray is None:
-        return load_runner(model, device, dtype, max_batch=batch, compile=compile, **settings)
+        return load_runner(choice.model, choice.device, choice.dtype, max_batch=batch, compile=compile, **settings)
     devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
-    load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
+    load = partial(open_model, checkpoint.resolve(choice.model), dtype=choice.dtype)  # resolved (downloaded) once, here
     if ray is not None:
         from ..ray_pipeline import RayRunner
         return RayRunner(ray, EngineSpec(load, settings, batch, compile=compile))
@@ -213,7 +221,7 @@ def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipel
     """One job rendering saved raw output, with the input document (one) when given."""
     if len(inputs) > 1:
         raise DsocrError("--from-raw renders one document: give at most one input")
-    recorded, saved = pipeline.read_saved(raw)
+    recorded, pages = saved.read_saved(raw)
     document = None
     if inputs:
         sources = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
@@ -227,12 +235,12 @@ def _saved_jobs(inputs: list[str], raw: Path, output: str | None, options: pipel
     else:
         if output is None:
             raise DsocrError("--from-raw without the input document needs -o (a file, DIR/ or -)")
-        if (options.layout_json or options.annotate) and any(page.size is None for page in saved.values()):
+        if (options.layout_json or options.annotate) and any(page.size is None for page in pages.values()):
             raise DsocrError("--json and --annotate need page sizes, which raw text files do not record: "
                              "give the input document too, or render from the layout JSON")
-        source = pipeline.source_for(recorded or raw.name)
+        source = saved.source_for(recorded or raw.name)
     target = plan_outputs([source], output)[0]
-    return [pipeline.saved_job(saved, source, target, document, options.pages)], []
+    return [saved.saved_job(pages, source, target, document, options.pages)], []
 
 
 def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=stderr) -> None:

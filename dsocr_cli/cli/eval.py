@@ -11,12 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .. import saved
 from ..errors import DsocrError
 from ..plot import precision_figure, require_matplotlib
 from ..preprocess import MODES, vision_token_count
-from ..runner import OcrRequest, load_runner
-from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, NgramOpt, NgramWindowOpt, print_json,
-                     read_image, warn)
+from ..requests import OcrRequest
+from .common import print_json, read_image, warn
+from .options import GENERATION, LOADING, ModelChoice, model_options
 from .readback import (counting_tokenizer, fmt_distance, fmt_percent, fmt_ratio, free_ocr_prompt, page_numbers,
                        page_scores, read_back, read_text, totals)
 
@@ -30,7 +31,9 @@ class Pair:
     truth: str   # the ground-truth text, surrounding whitespace removed
 
 
+@model_options(*LOADING, *GENERATION)  # its modes are its own option
 def eval_(
+    choice: ModelChoice,
     pairs_path: Annotated[Path, typer.Argument(
         metavar="PAIRS", help="Folder of images with NAME.md or NAME.txt ground truth beside each, or a JSONL "
                               'manifest of {"image": PATH, "text": TRUTH} or {"image": PATH, "truth": PATH}.')],
@@ -43,12 +46,6 @@ def eval_(
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Draw precision against compression ratio, one line per mode, to this PNG "
                        "(needs matplotlib: pip install 'dsocr[plot]').")] = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
-    ngram_size: NgramOpt = DEFAULTS.ngram_size,
-    ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every page's scores.")] = False,
 ) -> None:
     """Score the model's free OCR of known pages, per mode: edit distance, precision, tokens, compression."""
@@ -64,12 +61,13 @@ def eval_(
 
     finish: dict[tuple[str, int], str] = {}
     if from_raw is not None:
-        raws = {(m, i): read_text(raw_path(from_raw, m, pair.image, len(names) > 1))
+        raws = {(m, i): read_text(saved.eval_output(from_raw, m, pair.image, len(names) > 1))
                 for m in names for i, pair in enumerate(pairs)}
-        tokenizer = counting_tokenizer(model)
+        tokenizer = counting_tokenizer(choice.model)
     else:
-        runner = load_runner(model, device, dtype, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
-                             ngram_window=ngram_window)
+        from ..runner import load_runner
+
+        runner = load_runner(choice.model, choice.device, choice.dtype, **choice.settings)
         prompt = free_ocr_prompt()
         requests = (OcrRequest(read_image(pair.image), prompt, MODES[m], key=(m, i))
                     for m in names for i, pair in enumerate(pairs))
@@ -156,15 +154,6 @@ def check_unique_stems(pairs: list[Pair]) -> None:
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
         raise DsocrError(f"raw outputs are named after the images, and {twice[0]} names more than one image")
-
-
-def raw_path(folder: Path, mode: str, image: Path, several_modes: bool) -> Path:
-    per_mode = folder / mode
-    if per_mode.is_dir():
-        return per_mode / f"{image.stem}.txt"
-    if several_modes:
-        raise DsocrError(f"--from-raw with several modes reads {folder}/MODE/NAME.txt, and {per_mode} is missing")
-    return folder / f"{image.stem}.txt"
 
 
 def write_raw(folder: Path, raws: dict[tuple[str, int], str], pairs: list[Pair]) -> None:

@@ -6,18 +6,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import prompts
 from ..annotate import annotate_page
 from ..errors import DsocrError
 from ..grounding import parse_blocks, to_pixels
 from ..writers import save_image
-from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
-from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, PromptFileOpt,
-                     read_image, resolve_prompt)
+from .batch import Answer, Batch, FromRawOpt, ImagesArg, OutputOpt, Reading
+from .common import PromptFileOpt, read_image, resolve_prompt
+from .options import READING, ModelChoice, model_options
 
 PLACEHOLDER = "{text}"
 
 
+@model_options(*READING)
 def locate(
+    choice: ModelChoice,
     images: ImagesArg = None,
     text: Annotated[str, typer.Argument(help="The text to find (the last argument).", show_default=False)] = ...,
     annotate: Annotated[Optional[Path], typer.Option(
@@ -25,15 +28,10 @@ def locate(
     output: OutputOpt = None,
     from_raw: FromRawOpt = None,
     prompt_file: PromptFileOpt = None,
-    mode: ModeOpt = ModeName.gundam,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
 ) -> None:
     """Find TEXT in each image (prompt: locate, {text} replaced): JSON boxes on the model's 0-999 grid and in
     pixels. Malformed boxes are left out and out-of-range ones clamped, both noted; no box fails (exit 1)."""
-    template = resolve_prompt(None, prompt_file, "locate")
+    template = resolve_prompt(None, prompt_file, prompts.LOCATE)
     if PLACEHOLDER not in template:
         raise DsocrError(f"the locate prompt must contain {PLACEHOLDER} where the text goes")
     if not images and from_raw is None:
@@ -42,7 +40,7 @@ def locate(
     if annotate is not None and any(r.image is None for r in batch.readings):
         raise DsocrError("--annotate draws on the image: give the image with --from-raw")
     drawings = batch.paths_beside(annotate)
-    batch.read(template.replace(PLACEHOLDER, text), ModelChoice(model, device, dtype, mode, max_new_tokens))
+    batch.read(template.replace(PLACEHOLDER, text), choice)
     batch.emit(lambda reading: boxes_answer(reading, text, drawings.get(reading.name)), as_json=True)
 
 

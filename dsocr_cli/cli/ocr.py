@@ -7,24 +7,20 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import prompts
 from ..grounding import parse_blocks, strip_grounding, to_pixels
-from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
-from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
-                     NgramWindowOpt, PromptFileOpt, resolve_prompt)
+from .batch import Answer, Batch, FromRawOpt, ImagesArg, OutputOpt, Reading
+from .common import ModeName, PromptFileOpt, resolve_prompt
+from .options import GUARDED, ModelChoice, model_options
 
 
+@model_options(*GUARDED)
 def ocr(
+    choice: ModelChoice,
     images: ImagesArg = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt text; <image> marks where the image goes.")] = None,
     prompt_file: PromptFileOpt = None,
     layout: Annotated[bool, typer.Option("--layout", help="Ask for text blocks with boxes (the ocr-layout prompt).")] = False,
-    mode: ModeOpt = ModeName.gundam,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
-    ngram_size: NgramOpt = DEFAULTS.ngram_size,
-    ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
     as_json: Annotated[bool, typer.Option("--json", help="JSON per image (text, ids, counts, finish reason, blocks).")] = False,
     logprobs: Annotated[bool, typer.Option("--logprobs", help="With --json: add each generated token's log-probability.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Keep special tokens and grounding tags in the text.")] = False,
@@ -32,14 +28,13 @@ def ocr(
     from_raw: FromRawOpt = None,
 ) -> None:
     """OCR images with a prompt (default: free OCR). One image's text streams to stdout when it is a terminal."""
-    text_prompt = resolve_prompt(prompt, prompt_file, "ocr-layout" if layout else "free-ocr")
+    text_prompt = resolve_prompt(prompt, prompt_file, prompts.OCR_LAYOUT if layout else prompts.FREE_OCR)
     batch = Batch(images, from_raw, output, ".json" if as_json else ".txt")
     # Grounding tags are removed after the fact, so only tag-free output streams as it comes.
     stream = (not as_json and output is None and from_raw is None and len(batch.readings) == 1
               and sys.stdout.isatty() and (raw or "<|grounding|>" not in text_prompt))
-    batch.read(text_prompt, ModelChoice(model, device, dtype, mode, max_new_tokens, ngram_size, ngram_window, logprobs),
-               on_text=_write_now if stream else None)
-    answer = lambda reading: text_answer(reading, raw, mode)  # noqa: E731
+    batch.read(text_prompt, replace(choice, logprobs=logprobs), on_text=_write_now if stream else None)
+    answer = lambda reading: text_answer(reading, raw, choice.mode)  # noqa: E731
     batch.emit((lambda reading: replace(answer(reading), text="\n")) if stream else answer, as_json)
 
 

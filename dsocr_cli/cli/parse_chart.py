@@ -5,13 +5,17 @@ from typing import Annotated
 
 import typer
 
+from .. import prompts
 from ..charts import parse_chart as read_chart, to_csv, to_json, to_markdown
 from ..errors import DsocrError
-from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
-from .common import DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, PromptFileOpt, resolve_prompt
+from .batch import Answer, Batch, FromRawOpt, ImagesArg, OutputOpt, Reading
+from .common import PromptFileOpt, resolve_prompt
+from .options import READING, ModelChoice, model_options
 
 
+@model_options(*READING)
 def parse_chart(
+    choice: ModelChoice,
     images: ImagesArg = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="RFC 4180 CSV, units in the column names (the default).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: title, columns, units, rows, problems, raw output.")] = False,
@@ -19,11 +23,6 @@ def parse_chart(
     output: OutputOpt = None,
     from_raw: FromRawOpt = None,
     prompt_file: PromptFileOpt = None,
-    mode: ModeOpt = ModeName.gundam,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
 ) -> None:
     """Read a chart's data table: numbers parsed, units kept, one column per series (prompt: parse-figure).
 
@@ -32,8 +31,7 @@ def parse_chart(
     if as_csv + as_json + as_md > 1:
         raise DsocrError("give one of --csv, --json and --md")
     batch = Batch(images, from_raw, output, ".json" if as_json else ".md" if as_md else ".csv")
-    batch.read(resolve_prompt(None, prompt_file, "parse-figure"),
-               ModelChoice(model, device, dtype, mode, max_new_tokens))
+    batch.read(resolve_prompt(None, prompt_file, prompts.PARSE_FIGURE), choice)
     batch.emit(lambda reading: chart_answer(reading, as_md), as_json)
 
 

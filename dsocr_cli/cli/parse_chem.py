@@ -6,14 +6,18 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import prompts
 from ..chem import ChemError, DRAW_FORMATS, draw_molecule, extract_smiles, validate_smiles
 from ..errors import DsocrError
 from ..writers import write_atomic
-from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
-from .common import DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, PromptFileOpt, resolve_prompt
+from .batch import Answer, Batch, FromRawOpt, ImagesArg, OutputOpt, Reading
+from .common import PromptFileOpt, resolve_prompt
+from .options import READING, ModelChoice, model_options
 
 
+@model_options(*READING)
 def parse_chem(
+    choice: ModelChoice,
     images: ImagesArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: SMILES, formula, exact mass, InChI, InChIKey, the "
                                                          "SMILES as written and the raw output.")] = False,
@@ -22,11 +26,6 @@ def parse_chem(
     output: OutputOpt = None,
     from_raw: FromRawOpt = None,
     prompt_file: PromptFileOpt = None,
-    mode: ModeOpt = ModeName.gundam,
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    max_new_tokens: MaxTokensOpt = DEFAULTS.max_new_tokens,
 ) -> None:
     """Read a chemical structure as canonical SMILES, checked by RDKit (prompt: parse-figure).
 
@@ -37,7 +36,7 @@ def parse_chem(
         raise DsocrError(f"--draw {draw}: name an .svg or .png file")
     batch = Batch(images, from_raw, output, ".json" if as_json else ".smi")
     drawings = batch.paths_beside(draw)
-    batch.read(resolve_prompt(None, prompt_file, "parse-figure"), ModelChoice(model, device, dtype, mode, max_new_tokens))
+    batch.read(resolve_prompt(None, prompt_file, prompts.PARSE_FIGURE), choice)
     batch.emit(lambda reading: molecule_answer(reading, drawings.get(reading.name)), as_json)
 
 

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from .. import checkpoint
+from .. import checkpoint, prompts
 from ..errors import DsocrError
 from ..grounding import strip_grounding
 from ..metrics import compression_ratio, mean, normalised_edit_distance, precision
 from ..prompts import load_prompt
-from ..runner import OcrRequest, OcrResult, Runner
+from ..requests import OcrRequest, OcrResult, Runner
 from ..tokenizer import Tokenizer
 from .common import stderr
 
@@ -39,7 +39,7 @@ def counting_tokenizer(model: str | None) -> Tokenizer:
 
 
 def free_ocr_prompt() -> str:
-    return load_prompt("free-ocr")
+    return load_prompt(prompts.FREE_OCR)
 
 
 def read_back(runner: Runner, requests: Iterable[OcrRequest], total: int) -> dict[object, OcrResult]:

@@ -19,10 +19,10 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..generate import GenerationSettings, finish_reason
+from ..generate import finish_reason
 from ..model.ocr import DeepseekOCR
 from ..preprocess import normalize
-from ..runner import OcrRequest, OcrResult, decode_output
+from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
 from ..tokenizer import Tokenizer
 from .feeder import Feeder, Prepared, worker_pool
 from .guard import ban_repeated_ngrams, looping
@@ -47,6 +47,11 @@ def compiled_step(step: Callable[[int], None]) -> Callable[[int], None]:
     torch._inductor.config.triton.coalesce_tiling_analysis = False  # asserts on some dynamic-shape kernels (torch 2.11)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(BUCKETS))
     return torch.compile(step, dynamic=True)
+
+
+def _baked(settings: GenerationSettings) -> tuple:
+    """The settings the decode step reads as constants (captured into its graphs)."""
+    return settings.ngram_size, settings.ngram_window, settings.loop_span, settings.ngram_whitelist
 
 
 @dataclass
@@ -79,10 +84,16 @@ class Sequence:
 
 
 class Engine:
+    """A Runner (requests.py) over one model on one device."""
+    engines = 1
+    devices: list[str] = []       # one engine in this process: the command's page count says it all
+    pages_done: list[int] = []
+
     def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings, *,
                  max_batch: int | None = None, logprobs: bool = False, graphs: bool | None = None,
                  kv_bytes: int | None = None, workers: int = 0, timing: bool = False, compile: bool = False):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
+        self.live = settings      # what the state, the captured steps and the running pages follow
         self.device = model.lm_head.weight.device
         self.eos = model.config.decoder.eos_token_id
         self.workers = workers
@@ -124,7 +135,7 @@ class Engine:
 
     def _init_state(self) -> None:
         rows, dev = self.max_batch, self.device
-        width = max(self.settings.ngram_window, self.settings.loop_span, 1)
+        width = max(self.live.ngram_window, self.live.loop_span, 1)
         self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)
         self.active = torch.zeros(rows, dtype=torch.long, device=dev)
@@ -133,20 +144,23 @@ class Engine:
         self.loop_flags = torch.zeros(rows, dtype=torch.bool, device=dev)
         self.step_logprobs = torch.zeros(rows, dtype=torch.float32, device=dev)
         allowed = torch.zeros(self.model.config.decoder.vocab_size, dtype=torch.bool)
-        allowed[list(self.settings.ngram_whitelist)] = True
+        allowed[list(self.live.ngram_whitelist)] = True
         self.allowed = allowed.to(dev)
         self.rows: list[Sequence] = []
         self.preemptions = 0
 
     def _use_settings(self, settings: GenerationSettings) -> None:
-        """The guard's sizes are baked into the captured steps: new settings mean new state and graphs."""
+        """The guard's sizes and whitelist are baked into the state and captured steps: only a change
+        to them means new state and graphs; a run with other limits reuses what is there."""
         if settings.max_new_tokens > self.settings.max_new_tokens:
             raise ValueError("an engine's max_new_tokens can only shrink (its page tables are sized for it)")
-        self.settings = settings
-        self._init_state()
-        if self.graphs:
-            self.graphs = {}
-            self._capture_graphs()
+        baked = _baked(settings) != _baked(self.live)
+        self.live = settings
+        if baked:
+            self._init_state()
+            if self.graphs:
+                self.graphs = {}
+                self._capture_graphs()
 
     @torch.inference_mode()
     def _capture_graphs(self) -> None:
@@ -170,7 +184,7 @@ class Engine:
     # ---- the decode step (captured) -------------------------------------------------------------
 
     def _step(self, b: int) -> None:
-        s = self.settings
+        s = self.live
         positions = self.positions[:b]
         x = self.model.embed(self.tokens[:b, None])
         kv = DecodeKV(self.pool, self.tables[:b], positions, self.use_triton)
@@ -191,12 +205,11 @@ class Engine:
 
     @torch.inference_mode()
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
-            on_token: Callable[[object, int], None] | None = None) -> Iterator[OcrResult]:
+            on_token: TokenCallback | None = None) -> Iterator[OcrResult]:
         """Results as pages finish (not in input order); each carries its request's key.
-        `settings` replaces the generation settings from this run on (a retry's stronger guard);
+        `settings` apply to this run only (a retry's stronger guard); without, the engine's own;
         `on_token(key, token)` sees every generated token as it comes (streaming)."""
-        if settings is not None and settings != self.settings:
-            self._use_settings(settings)
+        self._use_settings(settings or self.settings)
         self.on_token = on_token
         self.started = time.perf_counter()
         if self.workers and self.worker_pool is None:
@@ -236,7 +249,7 @@ class Engine:
             need = pages_for(len(prepared.prompt.ids) + 1)
             if group and tokens + len(prepared.prompt.ids) > PREFILL_TOKENS:
                 break
-            longest = pages_for(len(prepared.prompt.ids) + self.settings.max_new_tokens)
+            longest = pages_for(len(prepared.prompt.ids) + self.live.max_new_tokens)
             # a page that could not finish even with the whole pool to itself would loop forever
             if longest > min(self.pool.num_pages - 1, self.table_width):
                 waiting.popleft()
@@ -275,7 +288,7 @@ class Engine:
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.settings, False)
+            done = finish_reason(seq.generated, self.eos, self.live, False)
             if done:
                 yield self._finish(seq, done)
             else:
@@ -409,7 +422,7 @@ class Engine:
         done_rows = []
         for i, seq in enumerate(self.rows):
             self._append(seq, tokens[i], scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.settings, loops[i])
+            done = finish_reason(seq.generated, self.eos, self.live, loops[i])
             if done:
                 done_rows.append(i)
                 yield self._finish(seq, done)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import torch
 
 from ..preprocess import ImageInput, prepare_image
 from ..prompts import PromptIds, build_prompt_ids
-from ..runner import OcrRequest, page_image
+from ..requests import OcrRequest, page_image
 from ..tokenizer import Tokenizer
 
 
@@ -41,7 +41,7 @@ def _views(request: OcrRequest):
 
 
 def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
-    request.image = None  # the page is no longer needed: memory stays flat over long batches
+    request = replace(request, image=None)  # the page is not kept while it waits: memory stays flat
     if isinstance(views, str):
         return Prepared(request, None, None, views)
     global_view, tiles, grid, count, size = views

@@ -23,8 +23,7 @@ from multiprocessing import connection
 from typing import Iterable, Iterator
 
 from ..errors import DsocrError
-from ..generate import GenerationSettings
-from ..runner import OcrRequest, OcrResult
+from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback
 from .feeder import DEPTH, PENDING
 from .spec import EngineSpec
 
@@ -123,6 +122,9 @@ def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, comma
 
 
 class MultiRunner:
+    """A Runner (requests.py) over one engine process per device."""
+    tokenizer = None  # each engine loads its own, in its process
+
     def __init__(self, devices: list[str], spec: EngineSpec):
         context = multiprocessing.get_context("spawn")  # CUDA state cannot be forked
         self.devices = devices
@@ -156,9 +158,12 @@ class MultiRunner:
     def engines(self) -> int:
         return len(self.alive)
 
-    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None) -> Iterator[OcrResult]:
-        """Results as pages finish on any engine; `settings` as for Engine.run (this run on). Pages of
+    def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
+            on_token: TokenCallback | None = None) -> Iterator[OcrResult]:
+        """Results as pages finish on any engine; `settings` as for Engine.run (this run only). Pages of
         an engine that dies are run again on the others, in a further round."""
+        if on_token is not None:
+            raise ValueError("streaming tokens needs the engine in this process, not --gpus")
         settings = settings or self.settings
         complete = False
         try:
@@ -200,11 +205,11 @@ class MultiRunner:
         try:
             for request in requests:
                 with self.room:
-                    while self._fullest_free() is None and not stop.is_set():
+                    while self._emptiest_with_room() is None and not stop.is_set():
                         self.room.wait()
                     if stop.is_set():
                         return
-                    index = self._fullest_free()
+                    index = self._emptiest_with_room()
                     self.inflight[index][request.key] = request
                 self.tasks[index].put(request)
         except BaseException as exc:
@@ -212,7 +217,7 @@ class MultiRunner:
         for index in list(self.alive):
             self.tasks[index].put(None)
 
-    def _fullest_free(self) -> int | None:
+    def _emptiest_with_room(self) -> int | None:
         """The living engine holding fewest pages, if it has room for one more (call with the lock held)."""
         if not self.alive:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..runner import OcrRequest, settings_for
+from ..requests import OcrRequest, settings_for
 from .engine import Engine
 
 
