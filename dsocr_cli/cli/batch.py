@@ -108,9 +108,10 @@ class Batch:
                 _read_saved(reading, self.from_raw)
             return
         requests = []
+        mode = mode_of(choice.mode, choice.model)
         for index, reading in enumerate(pending):
             try:
-                requests.append(OcrRequest(_page(reading), prompt, mode_of(choice.mode), key=index))
+                requests.append(OcrRequest(_page(reading), prompt, mode, key=index))
             except DsocrError as exc:
                 reading.error = str(exc)
         if requests:

@@ -11,9 +11,10 @@ import typer
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 
+from ..checkpoint import resolve_config
 from ..errors import DsocrError
 from ..generate import GenerationSettings
-from ..preprocess import MODES, Mode, orient, to_rgb
+from ..preprocess import Mode, orient, resolve_mode, to_rgb
 from ..prompts import load_prompt, prompt_names
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, whatever the width
@@ -28,11 +29,12 @@ class ModeName(str, Enum):
 
 
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", help="Checkpoint folder (official layout) or hub repo id. Default: $DSOCR_MODEL, "
-                    "else deepseek-ai/DeepSeek-OCR (downloaded on first use).")]
+    "--model", help="Checkpoint folder (official layout) or hub repo id, DeepSeek-OCR or DeepSeek-OCR-2. "
+                    "Default: $DSOCR_MODEL, else deepseek-ai/DeepSeek-OCR (downloaded on first use).")]
 ModeOpt = Annotated[ModeName, typer.Option(
     "--mode", help="tiny 512 (73 tokens), small 640 (111), base 1024 (273), large 1280 (421), "
-                   "gundam 1024 + 640 px tiles.")]
+                   "gundam 1024 + 640 px tiles. DeepSeek-OCR-2 has one mode, gundam: 1024 + 0 or 2-6 "
+                   "768 px tiles (257-1121 tokens).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a page after this many tokens.")]
@@ -54,8 +56,14 @@ def warn(message: str) -> None:
     stderr.print(f"dsocr: {message}", markup=False)
 
 
-def mode_of(name: ModeName) -> Mode:
-    return MODES[name.value]
+def model_kind_of(model: str | None) -> str:
+    """v1 or v2, from the checkpoint's config.json (bundled for the released repo ids)."""
+    return resolve_config(model)[0].kind
+
+
+def mode_of(name: ModeName, model: str | None) -> Mode:
+    """The mode --mode names, for the model --model names (v1-only modes fail for v2)."""
+    return resolve_mode(name.value, model_kind_of(model))
 
 
 def read_image(path: Path) -> Image.Image:

@@ -99,7 +99,7 @@ def convert(
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = "free-ocr" if no_layout else "document"
     options = pipeline.ConvertOptions(
-        mode=mode_of(mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
+        mode=mode_of(mode, model), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
         figure_prompt=load_prompt("parse-figure") if parse_figures else None,
