@@ -122,3 +122,16 @@ def test_official_pad_offset_rounds_half_to_even():
     rows = np.flatnonzero((view == 255).all(axis=(1, 2)))
     assert rows[0] == 312 and rows[-1] == 312 + 401 - 1
     assert (np.asarray(floor_padded(image)) == 255).all(axis=(1, 2)).argmax() == 311
+
+
+def test_native_weight_names_load_to_the_same_model(reference, tmp_path):
+    """save_pretrained(save_original_format=False): vision_tower.*, language_model.*, fused experts."""
+    native, ours, _, _ = reference
+    folder = ref.save(native, tmp_path / "native-names", original_names=False)
+    from safetensors import safe_open
+
+    with safe_open(next(folder.glob("*.safetensors")), framework="pt") as f:
+        assert "model.language_model.layers.1.mlp.experts.gate_up_proj" in set(f.keys())
+    again = load_model(folder, torch.device("cpu"), torch.float32)
+    theirs = dict(again.named_parameters())
+    assert all(torch.equal(p, theirs[name]) for name, p in ours.named_parameters())
