@@ -133,16 +133,22 @@ def _page(size, text):
     return image
 
 
-def test_v2_engine_gives_the_plain_path_tokens(tiny_v2_checkpoint):
-    """Continuous batching with views batched by size (globals together, tiles together) changes nothing."""
-    model = load_model(tiny_v2_checkpoint, torch.device("cpu"), torch.float32)
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
+def test_v2_engine_gives_the_plain_path_tokens(tiny_v2_checkpoint, device):
+    """Continuous batching with views batched by size (globals together, tiles together), and CUDA
+    graphs on a GPU, change nothing (fp32)."""
+    model = load_model(tiny_v2_checkpoint, torch.device(device), torch.float32)
     tokenizer = Tokenizer.from_file(tiny_v2_checkpoint / "tokenizer.json")
     settings = settings_for(tokenizer, max_new_tokens=6)
     sizes = [(500, 400), (1600, 800), (800, 1500), (600, 300)]
     requests = lambda: [OcrRequest(_page(s, f"page {i}"), "<image>\nFree OCR.", MODE, key=i)  # noqa: E731
                         for i, s in enumerate(sizes)]
     plain = {r.key: r.token_ids for r in PlainRunner(model, tokenizer, settings).run(requests())}
-    engine = Engine(model, tokenizer, settings, max_batch=3, workers=0)
+    engine = Engine(model, tokenizer, settings, max_batch=3, workers=0, kv_bytes=256 * 1024 ** 2)
+    assert bool(engine.graphs) == (device == "cuda")
     batched = {r.key: (r.token_ids, r.vision_tokens) for r in engine.run(requests())}
     assert {k: v[0] for k, v in batched.items()} == plain
     assert [batched[i][1] for i in range(4)] == [257, 545, 545, 257]
