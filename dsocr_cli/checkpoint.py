@@ -1,9 +1,11 @@
-"""Find, check and load a checkpoint in the official DeepSeek-OCR layout.
+"""Find, check and load a checkpoint in the official DeepSeek-OCR or DeepSeek-OCR-2 layout
+(or DeepSeek-OCR-2's native transformers layout, mapped name by name to the official one).
 
 A checkpoint is a folder with config.json, tokenizer.json and safetensors weights (one file or
 shards listed by model.safetensors.index.json), or a Hugging Face repo id fetched into the hub
 cache (config, tokenizer and safetensors only: never Python code). Weights are read tensor by
-tensor into a model built on the meta device, so it is never materialised twice.
+tensor into a model built on the meta device, so it is never materialised twice; each tensor
+keeps the dtype its safetensors header gives until it is cast into the model's.
 """
 from __future__ import annotations
 
@@ -18,10 +20,13 @@ from safetensors import safe_open
 
 from .errors import DsocrError
 from .model.config import ConfigError, ModelConfig
-from .model.ocr import DeepseekOCR
+from .model.native import official_parts
+from .model.ocr import DeepseekOCR, build_model
 from .tokenizer import Tokenizer
 
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+V2_MODEL = "deepseek-ai/DeepSeek-OCR-2"
+BUNDLED_CONFIGS = {DEFAULT_MODEL: "config.json", V2_MODEL: "ocr2-config.json"}
 HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
              "processor_config.json", "model.safetensors.index.json", "*.safetensors"]
 HINT = "set DSOCR_MODEL or pass --model PATH to a folder in the official layout"
@@ -50,9 +55,9 @@ def _check_repo_id(name: str) -> None:
         raise CheckpointError(f"model folder not found: {name} ({HINT})")
 
 
-def official_config() -> dict:
-    """The released config.json, shipped with dsocr (byte-identical to the hub's)."""
-    return json.loads((files("dsocr_cli.assets") / "config.json").read_text(encoding="utf-8"))
+def official_config(repo: str = DEFAULT_MODEL) -> dict:
+    """A released config.json (v1's or v2's), shipped with dsocr (byte-identical to the hub's)."""
+    return json.loads((files("dsocr_cli.assets") / BUNDLED_CONFIGS[repo]).read_text(encoding="utf-8"))
 
 
 def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
@@ -61,8 +66,8 @@ def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
     path = Path(name).expanduser()
     if path.is_dir():
         return read_config(path), name
-    if name == DEFAULT_MODEL:
-        return ModelConfig.from_dict(official_config()), f"{name} (bundled config.json)"
+    if name in BUNDLED_CONFIGS:
+        return ModelConfig.from_dict(official_config(name)), f"{name} (bundled config.json)"
     _check_repo_id(name)
     from huggingface_hub import hf_hub_download
 
@@ -132,7 +137,7 @@ def official_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def weight_files(folder: Path) -> dict[str, Path]:
-    """Official key -> the safetensors file holding it."""
+    """Stored key -> the safetensors file holding it."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
@@ -154,7 +159,33 @@ def weight_files(folder: Path) -> dict[str, Path]:
 def build_empty(config: ModelConfig) -> DeepseekOCR:
     """The model on the meta device: shapes and names, no memory."""
     with torch.device("meta"):
-        return DeepseekOCR(config)
+        return build_model(config)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one official tensor is stored: file, stored key, index into the stored tensor."""
+    path: Path
+    key: str
+    index: tuple
+
+
+def weight_sources(folder: Path) -> dict[str, Source]:
+    """Official key -> its source. Native names (and fused experts) are mapped to official ones."""
+    sources = {}
+    for path, keys in _by_file(weight_files(folder)).items():
+        with safe_open(path, framework="pt") as f:
+            for key in keys:
+                for name, index in official_parts(key, lambda: tuple(f.get_slice(key).get_shape())):
+                    sources[name] = Source(path, key, index)
+    return sources
+
+
+def _by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
+    by_file: dict[Path, list[str]] = {}
+    for key, path in files.items():
+        by_file.setdefault(path, []).append(key)
+    return by_file
 
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
@@ -164,25 +195,22 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
         torch.backends.cudnn.allow_tf32 = False
     model = build_empty(read_config(folder)).to(dtype).to_empty(device=device)
     layout = checkpoint_layout(model)
-    files = weight_files(folder)
-    missing = [k for k in layout if k not in files]
+    sources = weight_sources(folder)
+    missing = [k for k in layout if k not in sources]
     if missing:
         raise CheckpointError(f"{folder} lacks {len(missing)} of {len(layout)} weights "
                               f"(first: {missing[0]}); it is partial or not a DeepSeek-OCR checkpoint")
     params = dict(model.named_parameters())
-    by_file: dict[Path, list[str]] = {}
-    for key in layout:
-        by_file.setdefault(files[key], []).append(key)
     with torch.no_grad():
-        for path, keys in by_file.items():
+        for path, keys in _by_file({key: sources[key].path for key in layout}).items():
             with safe_open(path, framework="pt", device=str(device)) as f:
                 for key in keys:
-                    slot = layout[key]
+                    slot, source = layout[key], sources[key]
                     target = params[slot.param][slot.index]
-                    tensor = f.get_tensor(key)
+                    tensor = f.get_slice(source.key)[source.index] if source.index else f.get_tensor(source.key)
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise CheckpointError(f"{key} has shape {tuple(tensor.shape)}, config.json implies "
                                               f"{tuple(target.shape)}: config and weights do not match")
-                    target.copy_(tensor)
+                    target.copy_(tensor.to(target.dtype))  # the stored dtype is per tensor (v2 mixes them)
     return model.for_inference()
 

@@ -92,7 +92,7 @@ def convert(
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = prompts.FREE_OCR if no_layout else prompts.DOCUMENT
     options = pipeline.ConvertOptions(
-        mode=mode_of(choice.mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
+        mode=mode_of(choice.mode, choice.model), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
         figure_prompt=load_prompt(prompts.PARSE_FIGURE) if parse_figures else None,
