@@ -279,7 +279,8 @@ def write_document(job: Job, pages: list[PageOutcome], options: ConvertOptions,
 
 def _page_image(job: Job, page: PageOutcome, options: ConvertOptions, report: DocumentReport) -> Image.Image | None:
     """The page again, at full resolution, when figures are cropped from it or the layout drawn on it."""
-    wanted = options.annotate or any(b.label == "image" and b.boxes for b in parse_blocks(page.raw))
+    wanted = (options.annotate or (options.layout_json and page.size is None)        # the size, from the page
+              or any(b.label == "image" and b.boxes for b in parse_blocks(page.raw)))
     if job.document is None or not wanted:
         return None
     try:
@@ -301,8 +302,10 @@ def _write_annotation(job: Job, target: Target, drawings: list[Image.Image], num
 
 
 def _raw_name(number: int, finish_reason: str) -> str:
-    """page-0003.txt, or page-0003.length.txt for a page the model did not finish."""
-    return f"page-{number:04d}.txt" if finish_reason == "eos" else f"page-{number:04d}.{finish_reason}.txt"
+    """page-0003.txt, or page-0003.length.txt for a page the model did not finish; a reason read
+    from a layout file is data, so only letters, digits and _ of it reach the name."""
+    reason = re.sub(r"[^A-Za-z0-9_]+", "_", finish_reason)[:40] or "unknown"
+    return f"page-{number:04d}.txt" if reason == "eos" else f"page-{number:04d}.{reason}.txt"
 
 
 def _write_raw(folder: Path, page: PageOutcome) -> None:
@@ -321,7 +324,8 @@ def _comment(text: str) -> str:
 
 # ---- --from-raw ------------------------------------------------------------------------------------
 
-_PAGE_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+_PAGE_NUMBER = re.compile(r"([0-9]+)(?![\s\S]*[0-9])")
+MAX_SAVED_PAGE = 1_000_000
 
 
 def read_saved(path: Path) -> tuple[str | None, dict[int, PageOutcome]]:
@@ -341,6 +345,8 @@ def read_saved(path: Path) -> tuple[str | None, dict[int, PageOutcome]]:
             if match is None:
                 raise DsocrError(f"--from-raw {path}: {file.name} has no page number in its name (e.g. page-0003.txt)")
             number = int(match.group(1))
+            if not 1 <= number <= MAX_SAVED_PAGE:
+                raise DsocrError(f"--from-raw {path}: {file.name} names page {number}, not one of 1..{MAX_SAVED_PAGE:,}")
             if number in numbered:
                 raise DsocrError(f"--from-raw {path}: two files for page {number}")
             numbered[number] = PageOutcome(number, _read_text(file), reason if reason in UNFINISHED else "eos")
@@ -354,6 +360,8 @@ def read_saved(path: Path) -> tuple[str | None, dict[int, PageOutcome]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DsocrError(f"--from-raw {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DsocrError(f"--from-raw {path}: JSON nested too deeply to be a layout file") from None
     pages = {}
     for number, raw, reason, size, error in raw_pages_from_layout(doc):
         pages[number] = PageOutcome(number, raw, reason, size, error)
@@ -364,14 +372,16 @@ def saved_job(saved: dict[int, PageOutcome], source: Source, target: Target, doc
               pages: str | None) -> Job:
     """A job rendering saved outputs; with the input document, its pages give sizes and figures."""
     numbers = sorted(saved)
+    if not numbers:
+        raise DsocrError("the saved output has no pages")
     if pages:
         wanted = set(parse_pages(pages, max(numbers)))
         numbers = [n for n in numbers if n in wanted]
+    if not numbers:
+        raise DsocrError(f"--pages {pages} selects none of the saved pages")
     if document is not None and numbers[-1] > document.page_count:
         raise DsocrError(f"the saved output has page {numbers[-1]}, but {source.path} has "
                          f"{document.page_count} pages")
-    if not numbers:
-        raise DsocrError(f"--pages {pages} selects none of the saved pages")
     return Job(source, target, numbers, document, {n: saved[n] for n in numbers})
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .errors import DsocrError
 from .model.kv_cache import ContiguousKV
 from .model.ocr import DeepseekOCR
 from .preprocess import ImageInput, normalize
@@ -29,15 +30,26 @@ class GenerationSettings:
     #                               at most loop_span // 4 tokens; 0 turns it off
     ignore_eos: bool = False      # benchmarks: every page runs to max_new_tokens
 
+    def __post_init__(self):
+        if self.ngram_size > 0 and self.ngram_window < self.ngram_size:
+            raise DsocrError(f"--ngram-window {self.ngram_window} is shorter than --ngram-size {self.ngram_size}: "
+                             "the window must hold a whole n-gram (or use --ngram-size 0 to turn the guard off)")
+        if self.max_new_tokens < 1:
+            raise DsocrError(f"--max-new-tokens {self.max_new_tokens}: give at least 1")
 
-def finish_reason(generated: list[int], eos_id: int, settings: GenerationSettings, looping: bool) -> str | None:
-    """Why generation stops after the last token of `generated`, or None to go on."""
+
+def finish_reason(generated: list[int], eos_id: int, settings: GenerationSettings, looping: bool,
+                  context_left: int | None = None) -> str | None:
+    """Why generation stops after the last token of `generated`, or None to go on. `context_left`:
+    the positions the model has after the prompt (max_position_embeddings - prompt): a page that
+    reaches it stops as `length`, as at max_new_tokens (the model cannot see further back)."""
     if not settings.ignore_eos:
         if generated[-1] == eos_id:
             return EOS
         if looping:
             return REPETITION
-    return LENGTH if len(generated) >= settings.max_new_tokens else None
+    limit = settings.max_new_tokens if context_left is None else min(settings.max_new_tokens, context_left)
+    return LENGTH if len(generated) >= limit else None
 
 
 @dataclass
@@ -110,7 +122,8 @@ def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], 
             scores.append(float(torch.log_softmax(logits, dim=-1)[token]))
         if on_token is not None:
             on_token(token)
-        finish = finish_reason(generated, eos_id, settings, is_looping(generated, settings.loop_span))
+        finish = finish_reason(generated, eos_id, settings, is_looping(generated, settings.loop_span),
+                               dec.max_position_embeddings - n_prompt)
         if finish:
             break
         x = model.embed(torch.tensor([[token]], device=device))
