@@ -294,6 +294,20 @@ def parse_pages(spec: str, page_count: int) -> list[int]:
     return sorted(selected)
 
 
+def format_pages(numbers: list[int], most: int = 12) -> str:
+    """Page numbers as --pages would take them, "1-3,7,10-12"; past `most` ranges, the first ones
+    and how many more pages (a 1,237-page list stays one short line)."""
+    ranges: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in ranges[:most]]
+    rest = sum(b - a + 1 for a, b in ranges[most:])
+    return ",".join(shown) + (f" and {rest:,} more" if rest else "")
+
+
 def _page_range(item: str, spec: str, page_count: int) -> tuple[int, int]:
     start, dash, end = item.partition("-")
     start, end = start.strip(), end.strip()
