@@ -395,5 +395,8 @@ def _read_text(path: Path) -> str:
 
 
 def source_for(name: str) -> Source:
-    """A stand-in input for saved outputs read without their document (names the outputs)."""
-    return Source(Path(name), PurePath(PurePath(name).name))
+    """A stand-in input for saved outputs read without their document (names the outputs); a
+    recorded name is data: only its last part names them ("/", ".." and "" give "document")."""
+    base = PurePath(name).name
+    base = base if base not in ("", ".", "..") else "document"
+    return Source(Path(base), PurePath(base))

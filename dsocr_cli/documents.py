@@ -312,7 +312,7 @@ def _page_range(item: str, spec: str, page_count: int) -> tuple[int, int]:
     start, dash, end = item.partition("-")
     start, end = start.strip(), end.strip()
     given = [text for text in (start, end) if text]
-    if not given or not all(text.isascii() and text.isdigit() for text in given):
+    if not given or not all(text.isascii() and text.isdigit() and len(text) <= 9 for text in given):
         raise DsocrError(f"--pages {spec!r}: {item!r} is not a page number or range (e.g. 1-3,7,10-)")
     first = int(start) if start else 1
     last = (int(end) if end else page_count) if dash else first

@@ -41,9 +41,10 @@ _CENTER = re.compile(r"</?center\s*>", re.I)
 _WITHIN_PARAGRAPH = r"(?:(?!\n\s*\n).)"
 # Math runs to its closer but never past the next opener of its kind (`\\[` is a LaTeX line break,
 # not an opener): an unclosed `\(` then costs a scan to the next one, so 100 KB of them stay linear.
+# A code span opens with a whole run of backticks (possessive), not with every tail of the run.
 _INLINE_BODY = r"(?:(?!\n\s*\n|\\\().)"
 _DISPLAY_BODY = r"(?:(?!\n\s*\n|(?<!\\)\\\[).)"
-_SPANS = re.compile(rf"(?P<ticks>`+){_WITHIN_PARAGRAPH}+?(?<!`)(?P=ticks)(?!`)"
+_SPANS = re.compile(rf"(?<!`)(?P<ticks>`++){_WITHIN_PARAGRAPH}+?(?<!`)(?P=ticks)(?!`)"
                     rf"|(?<!\\)\\\((?P<inline>{_INLINE_BODY}*?)\\\)|(?<!\\)\\\[(?P<display>{_DISPLAY_BODY}*?)\\\]", re.S)
 _HEADING = re.compile(r"(#{1,6})(?:[ \t]+|$)")
 _TAGS = re.compile(r"<[^<>]*>")

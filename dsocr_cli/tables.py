@@ -102,6 +102,8 @@ class _TableParser(HTMLParser):
 
 
 def _span(value: str | None) -> int:
+    if value is None:
+        return 1
     try:
         return max(1, min(int(str(value).strip()), 1000))
     except ValueError:

@@ -41,6 +41,7 @@ def page(text):
     ("unclosed math with text", page, lambda n: "\\( a " * (n // 5)),
     ("LaTeX line breaks", page, lambda n: "\\\\[" * (n // 3)),
     ("unfinished table tags", page, lambda n: "<table><td>" + "<td " * (n // 4)),
+    ("a run of backticks", page, lambda n: "`" * n + " ``x`" * 10),
     ("spaces after a sign", parse_chart, lambda n: "-" + " " * n + "1"),
     ("spaces inside a value", parse_chart, lambda n: "a: 1" + " " * n + "x"),
     ("a line of spaces", parse_chart, lambda n: "a" + " " * n + "b"),
