@@ -16,7 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .errors import DsocrError
 from .model.config import ConfigError, ModelConfig
@@ -34,6 +34,12 @@ HINT = "set DSOCR_MODEL or pass --model PATH to a folder in the official layout"
 
 class CheckpointError(DsocrError):
     """A checkpoint problem, worded for the user (one line, with what to do)."""
+
+
+class FetchError(CheckpointError):
+    """The hub could not be reached or refused: a failure while running, not a usage error."""
+
+    exit_code = 1
 
 
 def resolve(model: str | None = None) -> Path:
@@ -76,7 +82,7 @@ def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"could not fetch {name}/config.json ({type(exc).__name__}); {HINT}") from None
+        raise FetchError(f"could not fetch {name}/config.json ({type(exc).__name__}); {HINT}") from None
 
 
 def _download(repo_id: str) -> Path:
@@ -86,7 +92,7 @@ def _download(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except Exception as exc:  # network, auth, offline cache miss: all end the same way for the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); {HINT}") from None
+        raise FetchError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); {HINT}") from None
 
 
 def read_config(folder: Path) -> ModelConfig:
@@ -95,15 +101,32 @@ def read_config(folder: Path) -> ModelConfig:
         raise CheckpointError(f"{folder} has no config.json ({HINT})")
     try:
         return ModelConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    except (ValueError, ConfigError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: {_one_line(exc)}") from None
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no tokenizer.json ({HINT})")
-    return Tokenizer.from_file(path)
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as exc:  # the tokenizers library raises a bare Exception for a damaged file
+        raise CheckpointError(f"{path} cannot be read ({_one_line(exc)}): it may be truncated; re-download it") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:160] + "…"
+
+
+def _open_weights(path: Path, device: str = "cpu"):
+    """safe_open, with a damaged or truncated file as one line that says what to do."""
+    try:
+        return safe_open(path, framework="pt", device=device)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_one_line(exc)}): "
+                              "it may be truncated; re-download it") from None
 
 
 @dataclass(frozen=True)
@@ -140,8 +163,13 @@ def weight_files(folder: Path) -> dict[str, Path]:
     """Stored key -> the safetensors file holding it."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = {name: folder / name for name in set(weight_map.values())}
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = {name: folder / name for name in set(weight_map.values())}
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise CheckpointError(f"{index} is not a safetensors index ({_one_line(exc)}); re-download it") from None
+        if any(Path(name).name != name for name in files):
+            raise CheckpointError(f"{index} names a weights file outside {folder}")
         missing = sorted(name for name, f in files.items() if not f.is_file())
         if missing:
             raise CheckpointError(f"{folder} is incomplete: missing {', '.join(missing)} (re-download it; {HINT})")
@@ -151,7 +179,7 @@ def weight_files(folder: Path) -> dict[str, Path]:
         raise CheckpointError(f"{folder} has no .safetensors weights ({HINT})")
     keys = {}
     for shard in shards:
-        with safe_open(shard, framework="pt") as f:
+        with _open_weights(shard) as f:
             keys.update({k: shard for k in f.keys()})
     return keys
 
@@ -174,7 +202,7 @@ def weight_sources(folder: Path) -> dict[str, Source]:
     """Official key -> its source. Native names (and fused experts) are mapped to official ones."""
     sources = {}
     for path, keys in _by_file(weight_files(folder)).items():
-        with safe_open(path, framework="pt") as f:
+        with _open_weights(path) as f:
             for key in keys:
                 for name, index in official_parts(key, lambda: tuple(f.get_slice(key).get_shape())):
                     sources[name] = Source(path, key, index)
@@ -203,7 +231,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
     params = dict(model.named_parameters())
     with torch.no_grad():
         for path, keys in _by_file({key: sources[key].path for key in layout}).items():
-            with safe_open(path, framework="pt", device=str(device)) as f:
+            with _open_weights(path, str(device)) as f:
                 for key in keys:
                     slot, source = layout[key], sources[key]
                     target = params[slot.param][slot.index]

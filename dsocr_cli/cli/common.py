@@ -87,6 +87,8 @@ def resolve_prompt(prompt: str | None, prompt_file: Path | None, default: str) -
             return prompt_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise DsocrError(f"cannot read prompt file {prompt_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise DsocrError(f"prompt file {prompt_file} is not UTF-8 text (byte {exc.start})") from None
     return prompt if prompt is not None else load_prompt(default)
 
 

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import checkpoint, prompts, saved, storage
 from .. import convert as pipeline
 from ..checkpoint import model_name
-from ..documents import DPI, DocumentError, expand_inputs, open_document
+from ..documents import DPI, DocumentError, expand_inputs, format_pages, open_document
 from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
@@ -252,7 +252,7 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
     for failure in report.failed:
         console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
     if report.incomplete and not quiet:
-        numbers = ", ".join(map(str, report.incomplete))
+        numbers = format_pages(report.incomplete)
         pages = "page" if len(report.incomplete) == 1 else "pages"
         console.print(f"dsocr: {name}: {pages} {numbers} incomplete (kept, marked in the Markdown)",
                       markup=False, highlight=False)

@@ -170,8 +170,18 @@ def _fill(klass, values: dict, tuples: tuple[str, ...] = ()):
     kwargs = {}
     for key, value in values.items():
         if key in fields and value is not None:
+            _check_number(key, fields[key].default, value)
             kwargs[key] = tuple(value) if key in tuples else value
     return klass(**kwargs)
+
+
+def _check_number(key: str, default, value) -> None:
+    """A size or rate where the config has a number (a string there would fail deep in the model)."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return
+    wanted = int if isinstance(default, int) else (int, float)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise ConfigError(f"{key} should be a {'whole ' if wanted is int else ''}number, not {value!r}")
 
 
 def _decoder_from_dict(d: dict) -> DecoderConfig:
