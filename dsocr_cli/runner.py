@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
@@ -30,6 +30,7 @@ class OcrRequest:
     prompt: str
     mode: Mode
     key: object = None       # the caller's tag, returned with the result
+    max_new_tokens: int | None = None  # fewer tokens than the runner's limit, for this request alone
 
 
 @dataclass
@@ -103,8 +104,11 @@ class PlainRunner:
         page = page_image(request)
         image = prepare_image(page, request.mode)
         prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
+        settings = settings or self.settings
+        if request.max_new_tokens is not None:
+            settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, request.max_new_tokens))
         out = generate(self.model, prompt.ids, prompt.image_mask, vision_embeddings(self.model, image),
-                       settings or self.settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs)
+                       settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs)
         return OcrResult(request.key, decode_output(self.tokenizer, out.token_ids), out.token_ids,
                          out.finish_reason, out.prompt_tokens, out.vision_tokens, out.token_logprobs,
                          page_size=page.size)

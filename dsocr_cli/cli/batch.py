@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..documents import PageRef, Source, expand_inputs, open_document
 from ..errors import DsocrError
-from ..runner import OcrRequest, OcrResult, TextStream, load_runner
+from ..runner import OcrRequest, OcrResult, TextStream
+from ..serve import runner_for
 from ..writers import is_folder, write_atomic
 from .common import DEFAULTS, ModeName, mode_of, stderr, warn
 
@@ -53,6 +54,7 @@ class ModelChoice:
     ngram_size: int = DEFAULTS.ngram_size
     ngram_window: int = DEFAULTS.ngram_window
     logprobs: bool = False
+    server: str | None = None        # a `dsocr serve` URL: run there instead of loading the model
 
 
 @dataclass
@@ -213,9 +215,9 @@ def _read_saved(reading: Reading, from_raw: Path) -> None:
 
 def _run(requests: list[OcrRequest], readings: list[Reading], choice: ModelChoice, on_text) -> None:
     """One engine run over every request (keys index `readings`), with a progress bar on a terminal."""
-    runner = load_runner(choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=len(requests),
-                         max_new_tokens=choice.max_new_tokens, ngram_size=choice.ngram_size,
-                         ngram_window=choice.ngram_window)
+    runner = runner_for(choice.server, choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=len(requests),
+                        max_new_tokens=choice.max_new_tokens, ngram_size=choice.ngram_size,
+                        ngram_window=choice.ngram_window)
     on_token = None
     if on_text is not None:
         stream = TextStream(runner.tokenizer, on_text)

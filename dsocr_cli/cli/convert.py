@@ -22,11 +22,13 @@ from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
 from ..prompts import load_prompt
-from ..runner import load_runner, open_model, preprocess_workers
+from ..runner import open_model, preprocess_workers
+from ..serve import runner_for
 from ..shard import parse_shard
 from ..writers import is_done, is_folder, plan_outputs
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
                      NgramWindowOpt, PromptFileOpt, mode_of, resolve_prompt, stderr, warn)
+from .serve import ServerOpt
 
 
 def convert(
@@ -80,6 +82,7 @@ def convert(
     ray: Annotated[Optional[str], typer.Option(
         "--ray", metavar="[ADDRESS]", help="Run on a Ray cluster (needs the ray extra: pip install 'dsocr\\[ray]'): ADDRESS as ray.init "
                                           "takes it (auto, ray://host:10001); bare --ray starts or joins a local Ray.")] = None,
+    server: ServerOpt = None,
 ) -> None:
     """Convert documents to Markdown, with figures, tables and math; pages run in batches on the GPU.
 
@@ -95,6 +98,8 @@ def convert(
         raise DsocrError(f"--math-delimiters {math}: use one of {', '.join(MATH_MODES)}")
     if gpus is not None and ray is not None:
         raise DsocrError("--gpus and --ray do not go together (Ray gives each engine a GPU itself)")
+    if server and (gpus is not None or ray is not None):
+        raise DsocrError("--server does not go with --gpus or --ray: the server runs the engine")
     if (gpus is not None or ray is not None) and device != "auto":
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = "free-ocr" if no_layout else "document"
@@ -121,13 +126,13 @@ def convert(
         output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
         sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
-        options = replace(options, meta={"model": model_name(model), **options.meta})
+        options = replace(options, meta={"model": _served_model(server) if server else model_name(model), **options.meta})
         if output and output != "-" and is_folder(output):
             manifest = Manifest(Path(output), fingerprint(options))
         jobs, reports = pipeline.plan_jobs(sources, output, options, _finished(skip_existing, manifest),
                                            parse_shard(shard) if shard else None)
         settings = dict(max_new_tokens=max_new_tokens, ngram_size=ngram_size, ngram_window=ngram_window)
-        runner = _runner(model, device, dtype, batch, settings, gpus, ray, compile) if jobs else None
+        runner = _runner(model, device, dtype, batch, settings, gpus, ray, compile, server) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
         _tell(report, quiet, verbose)
@@ -168,10 +173,10 @@ def convert(
         raise typer.Exit(1)
 
 
-def _runner(model, device, dtype, batch, settings, gpus, ray, compile):
-    """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
+def _runner(model, device, dtype, batch, settings, gpus, ray, compile, server=None):
+    """The engine: one on `device`, one per GPU (--gpus) in worker processes, a Ray actor pool, or a server's."""
     if gpus is None and ray is None:
-        return load_runner(model, device, dtype, max_batch=batch, compile=compile, **settings)
+        return runner_for(server, model, device, dtype, max_batch=batch, compile=compile, **settings)
     devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
     load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
     if ray is not None:
@@ -179,6 +184,11 @@ def _runner(model, device, dtype, batch, settings, gpus, ray, compile):
         return RayRunner(ray, EngineSpec(load, settings, batch, compile=compile))
     return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices)),
                                            compile=compile))
+
+
+def _served_model(server: str) -> str:
+    from ..serve.client import served_model
+    return served_model(server)
 
 
 def _finished(skip_existing: bool, manifest: Manifest | None):

@@ -11,6 +11,7 @@ from ..grounding import parse_blocks, strip_grounding, to_pixels
 from .batch import Answer, Batch, FromRawOpt, ImagesArg, ModelChoice, OutputOpt, Reading
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
                      NgramWindowOpt, PromptFileOpt, resolve_prompt)
+from .serve import ServerOpt
 
 
 def ocr(
@@ -30,6 +31,7 @@ def ocr(
     raw: Annotated[bool, typer.Option("--raw", help="Keep special tokens and grounding tags in the text.")] = False,
     output: OutputOpt = None,
     from_raw: FromRawOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """OCR images with a prompt (default: free OCR). One image's text streams to stdout when it is a terminal."""
     text_prompt = resolve_prompt(prompt, prompt_file, "ocr-layout" if layout else "free-ocr")
@@ -37,7 +39,7 @@ def ocr(
     # Grounding tags are removed after the fact, so only tag-free output streams as it comes.
     stream = (not as_json and output is None and from_raw is None and len(batch.readings) == 1
               and sys.stdout.isatty() and (raw or "<|grounding|>" not in text_prompt))
-    batch.read(text_prompt, ModelChoice(model, device, dtype, mode, max_new_tokens, ngram_size, ngram_window, logprobs),
+    batch.read(text_prompt, ModelChoice(model, device, dtype, mode, max_new_tokens, ngram_size, ngram_window, logprobs, server),
                on_text=_write_now if stream else None)
     answer = lambda reading: text_answer(reading, raw, mode)  # noqa: E731
     batch.emit((lambda reading: replace(answer(reading), text="\n")) if stream else answer, as_json)
