@@ -1,6 +1,7 @@
 """`dsocr serve`: load the model once, answer OCR requests over HTTP (OpenAI-compatible) until stopped."""
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 from typing import Annotated, Optional
@@ -65,6 +66,10 @@ def serve(
     where = listener.getsockname()
     warn(f"serving {name} on http://{where[0]}:{where[1]} (engine batch {engine.max_batch}; SIGTERM or Ctrl-C stops)")
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=None)
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handlers it found:
+    # these let the engine stop in order and the command exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         uvicorn.Server(config).run(sockets=[listener])
     finally:

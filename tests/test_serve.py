@@ -1,0 +1,226 @@
+"""`dsocr serve` for real: a server process on a free loopback port with the tiny model, real clients
+(the openai package among them), the CLI's --server runs compared byte for byte with local runs."""
+import base64
+import io
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import outputs_of
+from test_convert import make_pdf
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CAP = 600           # the server's token limit: long enough for the drain test's stream
+STARTUP_S = 180     # bounded wait for the server (a loaded 2-core machine imports torch slowly)
+
+
+def page_png(text: str, size=(320, 240)) -> bytes:
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).text((20, 20), text, fill="black")
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def chat_body(png: bytes, max_tokens: int, **extra) -> dict:
+    content = [{"type": "image_url", "image_url": {"url": data_url(png)}}, {"type": "text", "text": "Free OCR."}]
+    return {"model": "dsocr", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, **extra}
+
+
+def start_server(checkpoint, *args: str) -> tuple[subprocess.Popen, str]:
+    """The server on a port it picks, once /health answers; its URL is read from its first line."""
+    proc = subprocess.Popen([sys.executable, "-m", "dsocr_cli", "serve", "--model", str(checkpoint), "--device", "cpu",
+                             "--port", "0", "--mode", "tiny", "--max-new-tokens", str(CAP), *args],
+                            stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+    deadline = time.monotonic() + STARTUP_S
+    url = None
+    while url is None:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            pytest.fail("the server did not start in time")
+        if " on http://" in line:
+            url = line.split(" on ")[1].split()[0]
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", headers=AUTH, timeout=5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the server never answered /health")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    allowed = tmp_path_factory.mktemp("allowed")
+    (allowed / "page.png").write_bytes(page_png("allowed file"))
+    proc, url = start_server(tiny_checkpoint, "--api-key", KEY, "--max-body-mb", "1", "--allow-files", str(allowed))
+    yield url, proc, allowed
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+
+
+def metrics(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=30).text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def chat(url: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=120)
+
+
+def test_the_openai_client_gets_completions_and_streams(server):
+    import openai
+
+    url, _, _ = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    assert [m.id for m in client.models.list().data]
+    body = chat_body(page_png("Hello dsocr"), 12)
+    whole = client.chat.completions.create(model="dsocr", messages=body["messages"], max_tokens=12, temperature=0)
+    assert whole.choices[0].finish_reason in ("stop", "length") and whole.usage.completion_tokens <= 12
+    assert whole.usage.prompt_tokens == 73 + 5 and whole.choices[0].message.content
+    chunks = list(client.chat.completions.create(model="dsocr", messages=body["messages"], max_tokens=12,
+                                                 stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_concurrent_clients_are_decoded_together_and_each_gets_its_own_answer(server):
+    url, _, _ = server
+    pages = [page_png(f"page {i}", (300 + 40 * i, 260)) for i in range(4)]
+    alone = [chat(url, chat_body(png, 40)).json()["choices"][0]["message"]["content"] for png in pages]
+    before = metrics(url)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: chat(url, chat_body(pages[i % 4], 40)), range(16)))
+    assert all(a.status_code == 200 for a in answers)
+    assert [a.json()["choices"][0]["message"]["content"] for a in answers] == [alone[i % 4] for i in range(16)]
+    after = metrics(url)
+    assert after["dsocr_batch_rows_max"] >= 2
+    steps = after["dsocr_decode_steps_total"] - before["dsocr_decode_steps_total"]
+    rows = after["dsocr_decode_rows_total"] - before["dsocr_decode_rows_total"]
+    assert rows / steps > 1.5  # 16 pages of 40 tokens shared their decode steps
+    assert after["dsocr_pages_total"] - before["dsocr_pages_total"] == 16
+
+
+def test_ocr_and_convert_through_the_server_match_a_local_run(server, tiny_checkpoint, tmp_path, dsocr, monkeypatch):
+    url, _, _ = server
+    for i in range(2):
+        (tmp_path / f"p{i}.png").write_bytes(page_png(f"image {i}", (360 + 80 * i, 300)))
+    make_pdf(tmp_path / "doc.pdf", 2)
+    images = [tmp_path / "p0.png", tmp_path / "p1.png"]
+    common = ("--mode", "tiny", "--max-new-tokens", "8")
+    local = dsocr("ocr", *images, "--model", tiny_checkpoint, "--device", "cpu", "--json", *common)
+    monkeypatch.setenv("DSOCR_API_KEY", KEY)
+    remote = dsocr("ocr", *images, "--server", url, "--json", *common)
+    assert remote.code == local.code == 0 and remote.stdout == local.stdout and remote.stderr == local.stderr
+    inputs = [tmp_path / "doc.pdf", images[0]]
+    args = ("convert", *inputs, "--json", "--keep-raw", "-q", *common)
+    assert dsocr(*args, "-o", f"{tmp_path}/local/", "--model", tiny_checkpoint, "--device", "cpu").code == 1
+    monkeypatch.setenv("DSOCR_SERVER", url)  # pages stop at 8 tokens: incomplete (exit 1), retried on the server
+    assert dsocr(*args, "-o", f"{tmp_path}/remote/").code == 1
+    assert outputs_of(tmp_path / "remote") == outputs_of(tmp_path / "local")
+
+
+def test_convert_endpoint_returns_markdown_layout_and_finish_reasons(server, tiny_checkpoint, tmp_path, dsocr):
+    url, _, _ = server
+    make_pdf(tmp_path / "doc.pdf", 2)
+    with open(tmp_path / "doc.pdf", "rb") as pdf:
+        answer = httpx.post(f"{url}/v1/convert", headers=AUTH, timeout=120, files={"file": ("doc.pdf", pdf)},
+                            data={"mode": "tiny", "max_new_tokens": "8"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [p["page"] for p in body["pages"]] == [1, 2]
+    assert all(p["finish_reason"] in ("eos", "length", "repetition") for p in body["pages"])
+    dsocr("convert", tmp_path / "doc.pdf", "-o", f"{tmp_path}/out/", "--json", "-q", "--mode", "tiny",
+          "--max-new-tokens", "8", "--model", tiny_checkpoint, "--device", "cpu")
+    assert body["markdown"] == (tmp_path / "out" / "doc.md").read_text(encoding="utf-8")
+    assert body["layout"] == json.loads((tmp_path / "out" / "doc_layout.json").read_text(encoding="utf-8"))
+
+
+def test_requests_without_the_key_are_refused(server):
+    url, _, _ = server
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
+            answer = httpx.request(method, f"{url}{path}", headers=headers, timeout=30)
+            assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_limits_and_bad_requests_are_clear_4xx_and_harm_no_other_request(server):
+    url, _, allowed = server
+    good_png = page_png("good page")
+    reference = chat(url, chat_body(good_png, 40)).json()["choices"][0]["message"]["content"]
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat_body(good_png, 40, stream=True),
+                      headers=AUTH, timeout=120) as good:
+        events = (line[6:] for line in good.iter_lines() if line.startswith("data: "))
+        deltas = [json.loads(next(events))["choices"][0]["delta"].get("content", "")]  # the good page runs
+        bad = chat(url, {"model": "dsocr", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(b"not an image at all")}}]}]})
+        assert bad.status_code == 400 and "not an image" in bad.json()["error"]["message"]
+        deltas += [json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events if e != "[DONE]"
+                   and json.loads(e)["choices"]]
+    assert "".join(deltas) == reference
+    big = b"x" * (2 * 1024 ** 2)
+    assert httpx.post(f"{url}/v1/chat/completions", content=big, headers=AUTH, timeout=30).status_code == 413
+    chunked = httpx.post(f"{url}/v1/chat/completions", content=iter([big[:600_000], big[600_000:]]), headers=AUTH, timeout=30)
+    assert chunked.status_code == 413 and "MiB limit" in chunked.json()["error"]["message"]
+    hot = chat(url, chat_body(good_png, 4, temperature=0.7))
+    assert hot.status_code == 400 and "temperature" in hot.json()["error"]["message"]
+    assert chat(url, chat_body(good_png, CAP + 1)).status_code == 400
+    by_path = lambda path: {"model": "dsocr", "max_tokens": 2, "messages": [{"role": "user", "content": [  # noqa: E731
+        {"type": "image_url", "image_url": {"url": path}}, {"type": "text", "text": "Free OCR."}]}]}
+    assert chat(url, by_path(f"file://{allowed / 'page.png'}")).status_code == 200
+    assert chat(url, by_path(str(allowed / ".." / "elsewhere.png"))).status_code == 403
+    assert chat(url, by_path("https://example.com/page.png")).status_code == 400
+
+
+def test_a_client_that_leaves_cancels_its_request(server):
+    url, _, _ = server
+    before = metrics(url)["dsocr_cancelled_total"]
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat_body(page_png("leaving"), CAP, stream=True),
+                      headers=AUTH, timeout=60) as answer:
+        lines = answer.iter_lines()
+        assert next(line for line in lines if line.startswith("data: ")).startswith("data: {")
+    deadline = time.monotonic() + 60
+    while metrics(url)["dsocr_cancelled_total"] == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metrics(url)["dsocr_cancelled_total"] == before + 1
+    while metrics(url)["dsocr_running_pages"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metrics(url)["dsocr_running_pages"] == 0  # its pages were freed, not run to the end
+
+
+def test_sigterm_lets_requests_in_flight_finish_then_exits(server):
+    """Last in this module: it stops the shared server."""
+    url, proc, _ = server
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=chat_body(page_png("draining"), 300, stream=True),
+                      headers=AUTH, timeout=120) as answer:
+        lines = answer.iter_lines()
+        assert next(line for line in lines if line.startswith("data: ")).startswith("data: {")
+        proc.send_signal(signal.SIGTERM)
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    final = json.loads(rest[-2][6:])
+    assert final["choices"][0]["finish_reason"] in ("stop", "length")
+    assert proc.wait(60) == 0
