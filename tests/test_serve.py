@@ -211,6 +211,33 @@ def test_a_client_that_leaves_cancels_its_request(server):
     assert metrics(url)["dsocr_running_pages"] == 0  # its pages were freed, not run to the end
 
 
+def test_bench_against_the_server(server, dsocr, monkeypatch):
+    url, _, _ = server
+    monkeypatch.setenv("DSOCR_API_KEY", KEY)
+    out = dsocr("bench", "--server", url, "--clients", "4", "--pages", "6", "--output-tokens", "5", "--mode", "tiny", "--json")
+    report = json.loads(out.stdout)
+    assert out.code == 0 and report["pages"] == 6 and report["errors"] == 0 and report["pages_per_s"] > 0
+    assert report["output_tokens_per_s"] * report["wall_s"] == pytest.approx(30)  # EOS ignored: 5 tokens each
+
+
+def test_streamed_ocr_through_the_server_writes_what_a_local_run_does(server, tiny_checkpoint, tmp_path, monkeypatch):
+    """One image to a terminal streams its text as it comes (on_token): the remote runner streams too."""
+    from dsocr_cli.cli.batch import Batch, ModelChoice
+    from dsocr_cli.cli.common import ModeName
+
+    url, _, _ = server
+    monkeypatch.setenv("DSOCR_API_KEY", KEY)
+    (tmp_path / "p.png").write_bytes(page_png("streamed"))
+    streams = {}
+    for where in ("local", "remote"):
+        choice = ModelChoice(str(tiny_checkpoint), "cpu", "auto", ModeName.tiny, 12, server=url if where == "remote" else None)
+        pieces: list[str] = []
+        batch = Batch([str(tmp_path / "p.png")], None, None, ".txt")
+        batch.read("<image>\nFree OCR.", choice, on_text=pieces.append)
+        streams[where] = (pieces, batch.readings[0].raw)
+    assert streams["remote"] == streams["local"] and streams["local"][0]
+
+
 def test_sigterm_lets_requests_in_flight_finish_then_exits(server):
     """Last in this module: it stops the shared server."""
     url, proc, _ = server

@@ -83,7 +83,7 @@ async def models(request: Request) -> dict:
 
 
 async def tokenizer_json(request: Request) -> Response:
-    return Response(_server(request).tokenizer._tok.to_str(), media_type="application/json")
+    return Response(_server(request).tokenizer.to_json(), media_type="application/json")
 
 
 async def _json_body(request: Request) -> dict:

@@ -48,8 +48,7 @@ class RemoteRunner:
     def tokenizer(self) -> Tokenizer:
         """The server's tokenizer (to turn streamed token ids into text), fetched once."""
         if self._tokenizer is None:
-            from tokenizers import Tokenizer as HFTokenizer
-            self._tokenizer = Tokenizer(HFTokenizer.from_str(self._call("GET", "/v1/dsocr/tokenizer").text))
+            self._tokenizer = Tokenizer.from_json(self._call("GET", "/v1/dsocr/tokenizer").text)
         return self._tokenizer
 
     def model_name(self) -> str:
