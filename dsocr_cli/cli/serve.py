@@ -14,7 +14,7 @@ from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, Mode
 
 ServerOpt = Annotated[Optional[str], typer.Option(
     "--server", envvar="DSOCR_SERVER", help="Send the pages to a running `dsocr serve` at this URL instead of "
-                                            "loading a model here (same output). Default: $DSOCR_SERVER.")]
+                                            "loading a model here (same output).")]
 
 
 def serve(
@@ -22,7 +22,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one (printed).")] = 8000,
     model: ModelOpt = None,
     mode: ModeOpt = ModeName.gundam,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DSOCR_API_KEY", help="Require Authorization: Bearer KEY on every request. Default: $DSOCR_API_KEY.")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DSOCR_API_KEY", help="Require Authorization: Bearer KEY on every request.")] = None,
     allow_files: Annotated[Optional[Path], typer.Option("--allow-files", help="Let chat requests name images by path (or file:// URL) inside this folder.")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -39,10 +39,11 @@ def serve(
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Benchmarks: the full-size model with seeded random weights (no download).")] = False,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Benchmarks: every page runs to its token limit.")] = False,
 ) -> None:
-    """Serve the model over HTTP: OpenAI chat completions, /v1/convert, and --server for every command.
+    """Serve the model over HTTP: OpenAI chat completions, /v1/convert, and the commands' --server.
 
-    Pages from all clients are decoded together in one batch. SIGTERM or Ctrl-C stops taking
-    requests, finishes those in flight, then exits. Endpoints and limits: README, Server.
+    Pages from all clients are decoded together in one batch.
+
+    SIGTERM or Ctrl-C stops taking requests, finishes those in flight, then exits. Endpoints and limits: README, Server.
     """
     try:
         import uvicorn
