@@ -19,6 +19,7 @@ from ..runner import OcrRequest, OcrResult, TextStream
 from ..tokenizer import Tokenizer
 from . import openai_api
 from .bridge import GUARD_FIELDS, Pending, guard_for
+from .convert_api import convert_upload
 from .guard import Guard
 from .images import BadInput, Limits, checked_image
 from .metrics import prometheus_text
@@ -48,7 +49,6 @@ def create_app(server: Server) -> Guard:
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/dsocr/ocr", dsocr_ocr, methods=["POST"])
     app.add_api_route("/v1/dsocr/tokenizer", tokenizer_json, methods=["GET"])
-    from .convert_api import convert_upload
     app.add_api_route("/v1/convert", convert_upload, methods=["POST"])
     return Guard(app, server)
 

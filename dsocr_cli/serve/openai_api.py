@@ -36,7 +36,7 @@ def parse_chat(body: dict, limits: Limits, default_mode: Mode, max_tokens: int, 
     temperature = body.get("temperature")
     if temperature not in (None, 0, 0.0):
         raise BadInput(f"temperature {temperature!r}: this server decodes greedily; use temperature 0 (or leave it out)")
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise BadInput("n must be 1 (greedy decoding gives one answer)")
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is None:
