@@ -22,7 +22,7 @@ from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
 from ..prompts import load_prompt
-from ..runner import open_model, preprocess_workers
+from ..runner import load_runner, open_model, preprocess_workers
 from ..serve import runner_for
 from ..shard import parse_shard
 from ..writers import is_done, is_folder, plan_outputs
@@ -175,8 +175,10 @@ def convert(
 
 def _runner(model, device, dtype, batch, settings, gpus, ray, compile, server=None):
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, a Ray actor pool, or a server's."""
+    if server:
+        return runner_for(server, model, **settings)
     if gpus is None and ray is None:
-        return runner_for(server, model, device, dtype, max_batch=batch, compile=compile, **settings)
+        return load_runner(model, device, dtype, max_batch=batch, compile=compile, **settings)
     devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
     load = partial(open_model, checkpoint.resolve(model), dtype=dtype)  # resolved (downloaded) once, here
     if ray is not None:
