@@ -194,6 +194,14 @@ def test_limits_and_bad_requests_are_clear_4xx_and_harm_no_other_request(server)
     assert chat(url, by_path(f"file://{allowed / 'page.png'}")).status_code == 200
     assert chat(url, by_path(str(allowed / ".." / "elsewhere.png"))).status_code == 403
     assert chat(url, by_path("https://example.com/page.png")).status_code == 400
+    for options in ({"prompt": "x", "ngram_window": 0}, {"prompt": "x", "mode": ["tiny"]}, {"mode": "tiny"}):
+        odd = httpx.post(f"{url}/v1/dsocr/ocr", headers=AUTH, timeout=30, data={"options": json.dumps(options)},
+                         files={"image": ("p.png", good_png, "image/png")})
+        assert odd.status_code == 400 and odd.json()["error"]["message"]
+    with open(__file__, "rb") as not_a_document:
+        odd = httpx.post(f"{url}/v1/convert", headers=AUTH, timeout=30, files={"file": ("..", not_a_document)},
+                         data={"pages": "3-1"})
+    assert odd.status_code == 400 and "pages" in odd.json()["error"]["message"]
 
 
 def wait_for(condition, seconds: float = 60) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from ..errors import DsocrError
 from ..preprocess import MODES, Mode
 from ..runner import OcrRequest, OcrResult, TextStream
 from ..tokenizer import Tokenizer
@@ -24,6 +25,10 @@ from .guard import Guard
 from .images import BadInput, Limits, checked_image
 from .metrics import prometheus_text
 from .scheduler import QueueFull, Scheduler
+
+
+# what a client may ask of the repetition guard (bounded: the guard's state is sized by them)
+GUARD_RANGES = {"ngram_size": (0, 256), "ngram_window": (1, 4096), "loop_span": (0, 4096)}
 
 
 @dataclass
@@ -43,6 +48,8 @@ def create_app(server: Server) -> Guard:
     app.state.server = server
     app.add_exception_handler(BadInput, _bad_input)
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(DsocrError, _dsocr_error)
+    app.add_exception_handler(Exception, _internal_error)
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_api_route("/v1/models", models, methods=["GET"])
@@ -55,6 +62,15 @@ def create_app(server: Server) -> Guard:
 
 def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
     return JSONResponse(openai_api.error_body(str(exc), exc.code), status_code=exc.status)
+
+
+def _dsocr_error(request: Request, exc: DsocrError) -> JSONResponse:
+    return JSONResponse(openai_api.error_body(str(exc)), status_code=400)
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    message = f"internal error ({type(exc).__name__}: {exc}); please report it"
+    return JSONResponse(openai_api.error_body(message, "internal_error", "server_error"), status_code=500)
 
 
 def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
@@ -180,15 +196,21 @@ def _ocr_options(text: str, server: Server) -> dict:
     if not isinstance(options, dict) or not isinstance(options.get("prompt"), str):
         raise BadInput("'options' must be a JSON object with a 'prompt' string")
     options.setdefault("mode", server.mode.name)
-    if options["mode"] not in MODES:
+    if not isinstance(options["mode"], str) or options["mode"] not in MODES:
         raise BadInput(f"mode {options['mode']!r}: use one of {', '.join(MODES)}")
     cap = server.scheduler.base.max_new_tokens
     options.setdefault("max_new_tokens", cap)
-    if not isinstance(options["max_new_tokens"], int) or not 1 <= options["max_new_tokens"] <= cap:
+    limit = options["max_new_tokens"]
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= cap:
         raise BadInput(f"max_new_tokens must be 1..{cap} (this server's limit; start it with --max-new-tokens for more)")
-    for name in GUARD_FIELDS:
-        if name in options and (not isinstance(options[name], int) or options[name] < 0):
-            raise BadInput(f"{name} must be a whole number >= 0")
+    for name, (low, high) in GUARD_RANGES.items():
+        value = options.get(name, low)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise BadInput(f"{name} must be a whole number from {low} to {high}")
+    if options.get("loop_span") in range(1, 8):
+        raise BadInput("loop_span must be 0 (off) or at least 8")
+    if not isinstance(options.get("ignore_eos", False), bool):
+        raise BadInput("ignore_eos must be true or false")
     if options.get("logprobs") and not server.logprobs:
         raise BadInput("this server does not compute log-probabilities (start it with --logprobs)")
     return options

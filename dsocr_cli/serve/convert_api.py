@@ -40,7 +40,8 @@ async def convert_upload(request: Request) -> Response:
     fields = {name: form[name] for name in FORM_FIELDS if isinstance(form.get(name), str)}
     options, max_new_tokens = _options(fields, server)
     with tempfile.TemporaryDirectory(prefix="dsocr-serve-") as folder:
-        name = PurePath(upload.filename or "upload").name or "upload"
+        name = PurePath(upload.filename or "").name
+        name = name if name and not name.startswith(".") else "upload"  # the type is then told by content
         path = Path(folder, "in", name)
         path.parent.mkdir()
         path.write_bytes(await upload.read())

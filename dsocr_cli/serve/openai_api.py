@@ -44,7 +44,7 @@ def parse_chat(body: dict, limits: Limits, default_mode: Mode, max_tokens: int, 
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= max_tokens:
         raise BadInput(f"max_tokens must be a whole number from 1 to {max_tokens} (this server's limit)")
     mode = body.get("mode", default_mode.name)
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise BadInput(f"mode {mode!r}: use one of {', '.join(MODES)}")
     image, prompt = _image_and_prompt(body["messages"], limits)
     stream_options = body.get("stream_options") or {}
