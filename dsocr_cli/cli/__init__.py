@@ -8,7 +8,7 @@ import warnings
 import typer
 
 from ..errors import DsocrError
-from . import bench, compress, convert, describe, info, locate, ocr, parse_chart, parse_chem
+from . import bench, compress, convert, describe, info, locate, ocr, parse_chart, parse_chem, serve
 from .batch import OUTPUT_HELP
 from .eval import eval_
 
@@ -26,6 +26,7 @@ app.command("info")(info.info)
 app.command("compress")(compress.compress)
 app.command("eval")(eval_)
 app.command("bench")(bench.bench)
+app.command("serve")(serve.serve)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

@@ -1,6 +1,7 @@
 """`dsocr bench`: pages/s of the engine on synthetic pages, full-size model, one table."""
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
 from typing import Annotated, Optional
@@ -35,11 +36,25 @@ def bench(
     gpus: Annotated[Optional[str], typer.Option(
         "--gpus", help="all or GPU indices (0,1): pages/s with the first GPU alone, then with all of them "
                        "(one engine each, as convert --gpus), and the speed-up.")] = None,
+    server: Annotated[Optional[str], typer.Option(
+        "--server", help="Measure a running `dsocr serve` at this URL instead ($DSOCR_API_KEY for its key): "
+                         "the same pages, sent by --clients concurrent clients.")] = None,
+    clients: Annotated[int, typer.Option("--clients", min=1, help="With --server: clients sending pages at once.")] = 256,
 ) -> None:
     """Throughput on synthetic pages: pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
     if batch != "auto" and not batch.isdigit():
         raise DsocrError("--batch takes auto or a number")
     max_batch = None if batch == "auto" else int(batch)
+    if server is not None:
+        if gpus is not None or baseline or profile or compile or random_weights:
+            raise DsocrError("--server measures the server as it runs: --gpus, --baseline, --profile, --compile "
+                             "and --random-weights are the server's to choose (dsocr serve)")
+        from ..serve.bench import run_server_bench
+        served = resolve_mode((mode or ModeName.base).value, "v1")  # the name is sent; the server reads it for its model
+        report = run_server_bench(server, os.environ.get("DSOCR_API_KEY"), served, pages, output_tokens, clients)
+        _show(report, f"dsocr bench --server: {report['mode']} mode, {pages} pages x {output_tokens} tokens, "
+                      f"{clients} clients", as_json)
+        return
     if model_kind not in ("v1", "v2"):
         raise DsocrError("--model-kind takes v1 or v2")
     kind = model_kind if random_weights else model_kind_of(model)
@@ -61,10 +76,14 @@ def bench(
         report["load_s"] = load_s
         report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
     report["model"] = f"random weights (full size {kind})" if random_weights else checkpoint.model_name(model)
+    _show(report, f"dsocr bench: {report['mode']} mode, {pages} pages x {output_tokens} tokens", as_json)
+
+
+def _show(report: dict, title: str, as_json: bool) -> None:
     if as_json:
         print_json(report)
         return
-    table = Table(title=f"dsocr bench: {report['mode']} mode, {pages} pages x {output_tokens} tokens")
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     kernels = report.pop("profile", None)

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..errors import DsocrError
-from ..generate import finish_reason
+from ..generate import LENGTH, finish_reason
 from ..model.ocr import DeepseekOCR
 from ..preprocess import normalize
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
@@ -33,6 +33,7 @@ BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384
 MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
 PREFILL_TOKENS = 16384       # tokens per packed prefill
 VISION_PIXELS = 8 * 1024 ** 2  # pixels per vision batch (SAM's global attention bias grows with N^2)
+CANCELLED = "cancelled"
 
 
 def compiled_step(step: Callable[[int], None]) -> Callable[[int], None]:
@@ -112,6 +113,7 @@ class Engine:
         self.timing = timing
         self.stats = EngineStats()
         self.on_token: Callable[[object, int], None] | None = None
+        self.cancelled: set = set()  # keys whose pages stop at their next token (cancel())
         self.use_triton = decode_backend_for(self.device)
         self.use_graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.device.type == "cuda":
@@ -300,7 +302,7 @@ class Engine:
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.live, False, self._context_left(seq))
+            done = self._finish_reason(seq, False)
             if done:
                 yield self._finish(seq, done)
             else:
@@ -434,7 +436,7 @@ class Engine:
         done_rows = []
         for i, seq in enumerate(self.rows):
             self._append(seq, tokens[i], scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.live, loops[i], self._context_left(seq))
+            done = self._finish_reason(seq, loops[i])
             if done:
                 done_rows.append(i)
                 yield self._finish(seq, done)
@@ -443,6 +445,22 @@ class Engine:
 
     def _context_left(self, seq: Sequence) -> int:
         return self.model.config.decoder.max_position_embeddings - seq.prompt_len
+
+    def _finish_reason(self, seq: Sequence, loop: bool) -> str | None:
+        """The run's reason to stop, else the request's own token limit, else a cancellation."""
+        request = seq.prepared.request
+        done = finish_reason(seq.generated, self.eos, self.live, loop, self._context_left(seq))
+        if done is None and request.max_new_tokens is not None and len(seq.generated) >= request.max_new_tokens:
+            done = LENGTH
+        if done is None and self.cancelled and request.key in self.cancelled:
+            done = CANCELLED
+        return done
+
+    def cancel(self, key) -> None:
+        """Stop the page with this key at its next token, freeing its KV pages (finish reason
+        `cancelled`); safe to call from another thread. The caller discards the key when its
+        result (or an error) has come back."""
+        self.cancelled.add(key)
 
     def _append(self, seq: Sequence, token: int, logprob: float | None) -> None:
         seq.generated.append(token)
