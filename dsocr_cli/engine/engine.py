@@ -14,24 +14,24 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import torch
 
 from ..generate import GenerationSettings, finish_reason
 from ..model.ocr import DeepseekOCR
-from ..preprocess import normalize
 from ..runner import OcrRequest, OcrResult, decode_output
 from ..tokenizer import Tokenizer
 from .feeder import Feeder, Prepared, worker_pool
 from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
+from .vision import VisionEncoder
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+MAX_BATCH = 512              # rows decoded together at most, where the KV cache has room for them
 MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
 PREFILL_TOKENS = 16384       # tokens per packed prefill
-VISION_PIXELS = 8 * 1024 ** 2  # pixels per vision batch (SAM's global attention bias grows with N^2)
 
 
 def compiled_step(step: Callable[[int], None]) -> Callable[[int], None]:
@@ -65,6 +65,7 @@ class Sequence:
     prepared: Prepared
     order: int                       # admission order: the youngest is preempted first
     pages: list[int] = field(default_factory=list)
+    settings: GenerationSettings | None = None  # the run's, or with a forced length (benchmarks)
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
 
@@ -90,6 +91,7 @@ class Engine:
         self.timing = timing
         self.stats = EngineStats()
         self.on_token: Callable[[object, int], None] | None = None
+        self.output_lengths: dict = {}
         self.use_triton = decode_backend_for(self.device)
         self.use_graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.device.type == "cuda":
@@ -106,13 +108,14 @@ class Engine:
             num_pages = min(num_pages, max_batch * self.table_width + 1)
         self.pool = PagePool(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, num_pages, dtype, self.device)
         typical = pages_for(1024 + min(settings.max_new_tokens, 1500))
-        self.max_batch = max_batch or max(1, min(256, (num_pages - 1) // typical))
+        self.max_batch = max_batch or max(1, min(MAX_BATCH, (num_pages - 1) // typical))
+        self.buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
         self._init_state()
         self.compiled = compile
         self.step_fn = compiled_step(self._step) if compile else self._step
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        if self.use_graphs:
-            self._capture_graphs()
+        self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.vision = VisionEncoder(model, self.use_graphs)
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -144,28 +147,17 @@ class Engine:
             raise ValueError("an engine's max_new_tokens can only shrink (its page tables are sized for it)")
         self.settings = settings
         self._init_state()
-        if self.graphs:
-            self.graphs = {}
-            self._capture_graphs()
+        self.graphs = {}
 
-    @torch.inference_mode()
-    def _capture_graphs(self) -> None:
-        """One CUDA graph per batch-size bucket, captured while every row is inactive (rows write
-        to the scratch page and keep position 0), largest first so they share one memory pool."""
-        pool = torch.cuda.graph_pool_handle()
-        buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for b in buckets:
-                self.step_fn(b)  # warm-up: kernels compiled and autotuned outside the capture
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        for b in sorted(buckets, reverse=True):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.step_fn(b)
-            self.graphs[b] = graph
-        torch.cuda.synchronize(self.device)
+    def _capture(self, b: int) -> None:
+        """A CUDA graph of the decode step for bucket b, captured the first time a run needs it (a
+        single page never pays for 512 rows). The eager step just taken for b was its warm-up;
+        capturing records kernels without running them, so live rows are untouched. All graphs
+        share one memory pool: they never run at once."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.graph_pool):
+            self.step_fn(b)
+        self.graphs[b] = graph
 
     # ---- the decode step (captured) -------------------------------------------------------------
 
@@ -185,19 +177,22 @@ class Engine:
         self.positions[:b] = positions + self.active[:b]
 
     def _bucket(self, n: int) -> int:
-        return next(b for b in sorted(self.graphs) if b >= n) if self.graphs else n
+        return next(b for b in self.buckets if b >= n) if self.use_graphs else n
 
     # ---- the loop -------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
-            on_token: Callable[[object, int], None] | None = None) -> Iterator[OcrResult]:
+            on_token: Callable[[object, int], None] | None = None,
+            output_lengths: dict | None = None) -> Iterator[OcrResult]:
         """Results as pages finish (not in input order); each carries its request's key.
         `settings` replaces the generation settings from this run on (a retry's stronger guard);
-        `on_token(key, token)` sees every generated token as it comes (streaming)."""
+        `on_token(key, token)` sees every generated token as it comes (streaming);
+        `output_lengths` (key -> tokens) stops those pages at that length (benchmarks)."""
         if settings is not None and settings != self.settings:
             self._use_settings(settings)
         self.on_token = on_token
+        self.output_lengths = output_lengths or {}
         self.started = time.perf_counter()
         if self.workers and self.worker_pool is None:
             self.worker_pool = worker_pool(self.workers)
@@ -247,10 +242,16 @@ class Engine:
             if self.pool.free_pages < need + reserve:
                 break
             waiting.popleft()
-            group.append(Sequence(prepared, next(counter), self.pool.allocate(need)))
+            group.append(Sequence(prepared, next(counter), self.pool.allocate(need), self._settings_for(prepared)))
             tokens += len(prepared.prompt.ids)
         if group:
             yield from self._prefill(group)
+
+    def _settings_for(self, prepared: Prepared) -> GenerationSettings:
+        forced = self.output_lengths.get(prepared.request.key)
+        if forced is None:
+            return self.settings
+        return replace(self.settings, max_new_tokens=min(forced, self.settings.max_new_tokens))
 
     def _prefill(self, group: list[Sequence]) -> Iterator[OcrResult]:
         """Vision for the whole group, one packed decoder pass, first tokens; then the group joins."""
@@ -275,46 +276,22 @@ class Engine:
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.settings, False)
+            done = finish_reason(seq.generated, self.eos, seq.settings, False)
             if done:
                 yield self._finish(seq, done)
             else:
                 self._add_row(seq)
 
     def _vision(self, group: list[Sequence]) -> list[torch.Tensor]:
-        """Vision embeddings per sequence; views of one size and all tiles run in large batches."""
         start = time.perf_counter()
         images = [q.prepared.image for q in group]
-        globals_by_side: dict[int, list[int]] = {}
-        for i, image in enumerate(images):
-            globals_by_side.setdefault(image.global_view.shape[-1], []).append(i)
-        global_features: dict[int, torch.Tensor] = {}
-        for side, members in globals_by_side.items():
-            feats = self._encode([images[i].global_view for i in members])
-            global_features.update(zip(members, feats))
-        tile_lists = [image.tiles for image in images if image.tiles is not None]
-        tile_features = iter(self._encode([t for tiles in tile_lists for t in tiles]) if tile_lists else [])
-        out = []
-        for i, image in enumerate(images):
-            tiles = None
-            if image.tiles is not None:
-                tiles = torch.stack([next(tile_features) for _ in range(image.tiles.shape[0])])
-            out.append(self.model.image_embeddings(global_features[i], tiles, image.grid))
-        self.stats.vision_images += len(images) + sum(len(t) for t in tile_lists)
+        out = self.vision.embeddings(images)
+        self.stats.vision_images += sum(1 + (len(i.tiles) if i.tiles is not None else 0) for i in images)
         if self.timing:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.stats.vision_seconds += time.perf_counter() - start
         return out
-
-    def _encode(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        side = views[0].shape[-1]
-        chunk = max(1, VISION_PIXELS // (side * side))
-        feats = []
-        for start in range(0, len(views), chunk):
-            batch = torch.stack(views[start:start + chunk]).to(self.device, non_blocking=True)
-            feats.extend(self.model.encode_views(normalize(batch)))
-        return feats
 
     def _slots(self, pages: list[int], n: int) -> torch.Tensor:
         t = torch.arange(n)
@@ -398,10 +375,12 @@ class Engine:
             return
         b = self._bucket(n)
         start = time.perf_counter()
-        if self.graphs:
+        if b in self.graphs:
             self.graphs[b].replay()
         else:
             self.step_fn(b)
+            if self.use_graphs:
+                self._capture(b)
         tokens = self.tokens[:n].tolist()
         loops = self.loop_flags[:n].tolist()
         scores = self.step_logprobs[:n].tolist() if self.logprobs else None
@@ -409,7 +388,7 @@ class Engine:
         done_rows = []
         for i, seq in enumerate(self.rows):
             self._append(seq, tokens[i], scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.settings, loops[i])
+            done = finish_reason(seq.generated, self.eos, seq.settings, loops[i])
             if done:
                 done_rows.append(i)
                 yield self._finish(seq, done)

@@ -1,0 +1,96 @@
+"""Vision for a group of admitted pages: every view of one size in a few large batches.
+
+Views arrive as uint8 CPU tensors from the workers. Each is copied to the device on its own and
+the batch is stacked there: a large CPU torch.stack in the GPU process runs on an OpenMP thread
+team that the busy preprocessing workers starve. Batches come in power-of-two sizes (full chunks
+of about VISION_PIXELS, then the remainder in binary parts) and, on CUDA, each (side, size) is
+replayed from a CUDA graph captured the first time it is met: an encoder pass is about 1,000
+kernels, and launching them from a host shared with the workers cost as much as running them.
+The graphs share one memory pool (they never run at once) and their outputs are copied out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model.ocr import DeepseekOCR
+from ..preprocess import ImageInput, normalize
+
+VISION_PIXELS = 8 * 1024 ** 2  # pixels per vision batch (SAM's global attention grows with N^2)
+
+
+def batch_sizes(n: int, side: int) -> list[int]:
+    """n views of `side` pixels as full power-of-two chunks, then the rest in binary parts."""
+    chunk = 1 << max(0, (VISION_PIXELS // (side * side)).bit_length() - 1)
+    sizes = [chunk] * (n // chunk)
+    rest = n % chunk
+    sizes += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
+    return sizes
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    pixels: torch.Tensor    # static input, uint8, n x 3 x S x S
+    features: torch.Tensor  # static output, n x g x g x hidden
+
+
+class VisionEncoder:
+    def __init__(self, model: DeepseekOCR, graphs: bool):
+        self.model = model
+        self.device = model.lm_head.weight.device
+        self.use_graphs = graphs and self.device.type == "cuda"
+        self.captured: dict[tuple, _Captured] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+
+    def embeddings(self, images: list[ImageInput]) -> list[torch.Tensor]:
+        """Each image's vision embeddings, laid out as the decoder reads them."""
+        by_side: dict[int, list[int]] = {}
+        for i, image in enumerate(images):
+            by_side.setdefault(image.global_view.shape[-1], []).append(i)
+        global_features: dict[int, torch.Tensor] = {}
+        for members in by_side.values():
+            global_features.update(zip(members, self.encode([images[i].global_view for i in members])))
+        tiles = [t for image in images if image.tiles is not None for t in image.tiles]
+        tile_features = iter(self.encode(tiles) if tiles else [])
+        out = []
+        for i, image in enumerate(images):
+            own = None
+            if image.tiles is not None:
+                own = torch.stack([next(tile_features) for _ in range(image.tiles.shape[0])])
+            out.append(self.model.image_embeddings(global_features[i], own, image.grid))
+        return out
+
+    def encode(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Projected features (g x g x hidden) of views that all have one size."""
+        feats: list[torch.Tensor] = []
+        start = 0
+        for size in batch_sizes(len(views), views[0].shape[-1]):
+            feats.extend(self._run(views[start:start + size]))
+            start += size
+        return feats
+
+    def _run(self, views: list[torch.Tensor]) -> torch.Tensor:
+        if not self.use_graphs:
+            batch = torch.stack([v.to(self.device, non_blocking=True) for v in views])
+            return self.model.encode_views(normalize(batch))
+        key = (tuple(views[0].shape), len(views))
+        captured = self.captured.get(key) or self._capture(*key)
+        for slot, view in zip(captured.pixels, views):
+            slot.copy_(view, non_blocking=True)
+        captured.graph.replay()
+        return captured.features.clone()
+
+    def _capture(self, shape: tuple, n: int) -> _Captured:
+        pixels = torch.full((n, *shape), 255, dtype=torch.uint8, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.model.encode_views(normalize(pixels))  # warm-up: kernels chosen, caches filled, outside the capture
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            features = self.model.encode_views(normalize(pixels))
+        captured = self.captured[(shape, n)] = _Captured(graph, pixels, features)
+        return captured
