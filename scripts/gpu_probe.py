@@ -74,8 +74,7 @@ def probe_decode(old) -> None:
             ms = bench_ms(lambda: old.paged_decode_attention(q, pool.k[0], pool.v[0], table, lens))
             row["old"] = {"ms": ms, "GBps": nbytes / ms / 1e6}
         for block, warps, stages in variants:
-            fn = partial(paged_decode_attention, q, pool.k[0], pool.v[0], table, lens, block=block, warps=warps,
-                         stages=stages)
+            fn = partial(paged_decode_attention, q, pool.k[0], pool.v[0], table, lens, config=(block, warps, stages))
             try:
                 err = (fn().float() - ref.float()).abs().max().item()
                 ms = bench_ms(fn)

@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import checkpoint
-from ..bench import random_weight_model, run_bench, run_scaling
+from ..bench import random_weight_model, run_bench, run_pdf_bench, run_scaling
 from ..engine.multi import engine_devices
 from ..errors import DsocrError
+from ..page_lengths import load_lengths, real_lengths
 from ..runner import open_model, preprocess_workers
 from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, ModeOpt, mode_of, print_json, warn
 
@@ -22,6 +23,12 @@ def bench(
     mode: ModeOpt = ModeName.base,
     pages: Annotated[int, typer.Option("--pages", min=1, help="Synthetic A4 pages to convert.")] = 512,
     output_tokens: Annotated[int, typer.Option("--output-tokens", min=1, help="Tokens generated per page (EOS ignored).")] = 1000,
+    lengths: Annotated[Optional[str], typer.Option(
+        "--lengths", help="Draw each page's output length instead: 'real' (lengths of real DeepSeek-OCR pages, "
+                          "loops until the guard included) or a FILE of token counts, one per line.")] = None,
+    pdf: Annotated[Optional[list[str]], typer.Option(
+        "--pdf", help="Run convert's whole pipeline (rendering, workers, parsing, writing to a scratch folder) "
+                      "on these PDFs or folders instead of synthetic pages; lengths as --lengths (default real).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="Rows decoded together: auto (from free GPU memory) or N.")] = "auto",
     baseline: Annotated[bool, typer.Option("--baseline", help="Also time the plain unbatched path on one page.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Decode steps through torch.compile, as convert --compile runs them.")] = False,
@@ -40,24 +47,33 @@ def bench(
     max_batch = None if batch == "auto" else int(batch)
     load = partial(random_weight_model, dtype=dtype) if random_weights else partial(open_model, checkpoint.resolve(model), dtype=dtype)
     start = time.perf_counter()
+    drawn = load_lengths(lengths) if lengths else None
     if gpus is not None:
         if device != "auto":
             raise DsocrError("--device does not go with --gpus: it picks the devices")
+        if drawn or pdf:
+            raise DsocrError("--gpus measures fixed-length synthetic pages: leave out --lengths and --pdf")
         report = run_scaling(load, engine_devices(gpus), mode_of(mode), pages, output_tokens, max_batch, compile)
     else:
         net, tokenizer = load(device)
         load_s = time.perf_counter() - start
         if net.lm_head.weight.device.type != "cuda":
             warn("benchmarking on the CPU: expect seconds per token")
-        report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens, max_batch, baseline,
-                           preprocess_workers(net.lm_head.weight.device), profile, compile)
+        workers = preprocess_workers(net.lm_head.weight.device)
+        if pdf:
+            report = run_pdf_bench(net, tokenizer, pdf, mode_of(mode), drawn or real_lengths(), max_batch, workers,
+                                   compile)
+        else:
+            report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens, max_batch, baseline, workers,
+                               profile, compile, drawn)
         report["load_s"] = load_s
         report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
     report["model"] = "random weights (full size)" if random_weights else checkpoint.model_name(model)
     if as_json:
         print_json(report)
         return
-    table = Table(title=f"dsocr bench: {report['mode']} mode, {pages} pages x {output_tokens} tokens")
+    title = f"{report['pages']} PDF pages through convert" if pdf else f"{pages} pages x {report['output_tokens_per_page']:.0f} tokens"
+    table = Table(title=f"dsocr bench: {report['mode']} mode, {title}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     kernels = report.pop("profile", None)

@@ -1,9 +1,10 @@
 """The throughput engine: many pages in flight, admitted as others finish (continuous batching).
 
 Each loop iteration admits waiting pages while KV pages and batch rows allow (vision for all of
-them in a few large batches, then one packed prefill that also picks their first token), then runs
-one decode step for every running page. A decode step is replayed from a CUDA graph captured for
-the next batch-size bucket; all per-row state (last token, position, block table, token history)
+them in a few large batches, on a stream of its own while running pages keep decoding, then one
+packed prefill that also picks their first token), then runs one decode step for every running
+page. A decode step is replayed from a CUDA graph captured (the first time a run needs it) for the
+next batch-size bucket; all per-row state (last token, position, block table, token history)
 lives on the device and the step updates it in place, so the host only reads the new tokens,
 finishes rows and hands out pages. Greedy output equals the plain path (generate.py) token for
 token in fp32 (tested); the repetition guard and loop detector run vectorised on the device.
@@ -26,7 +27,7 @@ from ..tokenizer import Tokenizer
 from .feeder import Feeder, Prepared, worker_pool
 from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
-from .vision import VisionEncoder
+from .vision import VisionEncoder, VisionJob
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 MAX_BATCH = 512              # rows decoded together at most, where the KV cache has room for them
@@ -56,7 +57,7 @@ class EngineStats:
     prefills: int = 0
     prefill_seconds: float = 0.0    # vision + packed prefill + first tokens
     vision_images: int = 0          # global views + tiles encoded
-    vision_seconds: float = 0.0     # measured with a device sync, only when timing=True
+    vision_seconds: float = 0.0     # device time of vision (CUDA events on its stream; overlaps decode)
     first_token_at: list[float] = field(default_factory=list)  # seconds since run() started, per page
 
 
@@ -82,13 +83,12 @@ class Sequence:
 class Engine:
     def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings, *,
                  max_batch: int | None = None, logprobs: bool = False, graphs: bool | None = None,
-                 kv_bytes: int | None = None, workers: int = 0, timing: bool = False, compile: bool = False):
+                 kv_bytes: int | None = None, workers: int = 0, compile: bool = False):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
         self.device = model.lm_head.weight.device
         self.eos = model.config.decoder.eos_token_id
         self.workers = workers
         self.worker_pool = None
-        self.timing = timing
         self.stats = EngineStats()
         self.on_token: Callable[[object, int], None] | None = None
         self.output_lengths: dict = {}
@@ -139,6 +139,7 @@ class Engine:
         allowed[list(self.settings.ngram_whitelist)] = True
         self.allowed = allowed.to(dev)
         self.rows: list[Sequence] = []
+        self.pending: tuple[list[Sequence], VisionJob] | None = None  # a group whose vision is under way
         self.preemptions = 0
 
     def _use_settings(self, settings: GenerationSettings) -> None:
@@ -202,14 +203,14 @@ class Engine:
         try:
             while True:
                 # keep a batch worth of prepared pages waiting; block only when the GPU has nothing to do
-                idle = not (waiting or self.rows)
+                idle = not (waiting or self.rows or self.pending)
                 for item in feeder.take(self.max_batch - len(waiting), wait=idle):
                     if item.error:
                         yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error,
                                         page_size=item.page_size)
                     else:
                         waiting.append(item)
-                if not (waiting or self.rows):
+                if not (waiting or self.rows or self.pending):
                     if feeder.done:
                         return
                     continue
@@ -220,9 +221,29 @@ class Engine:
             self._abandon()
 
     def _admit(self, waiting: deque[Prepared], counter) -> Iterator[OcrResult]:
+        """Prefill the group whose vision is done, then start the next group's vision. While rows are
+        decoding, vision runs on its own stream and the group joins at a later step; with none
+        running (or on the CPU) the group is prefilled at once."""
+        if self.pending is not None:
+            if self.rows and not self.pending[1].ready():
+                return
+            (group, job), self.pending = self.pending, None
+            yield from self._prefill(group, job)
+        group = yield from self._take_group(waiting, counter)
+        if group:
+            self.pending = group, self.vision.start([q.prepared.image for q in group])
+            self.stats.vision_images += sum(1 + len(q.prepared.image.tiles if q.prepared.image.tiles is not None else ())
+                                            for q in group)
+            if not self.rows or self.vision.stream is None:
+                (group, job), self.pending = self.pending, None
+                yield from self._prefill(group, job)
+
+    def _take_group(self, waiting: deque[Prepared], counter):
+        """The next pages to admit, their first KV pages allocated (a generator: pages that can never
+        fit are yielded as errors; the group is its return value)."""
         free_rows = self.max_batch - len(self.rows)
         if not waiting or (self.rows and free_rows < max(1, self.max_batch // 16)):
-            return  # admit in groups: each prefill reads every expert's weights once
+            return []  # admit in groups: each prefill reads every expert's weights once
         group: list[Sequence] = []
         tokens = 0
         reserve = len(self.rows) // 4  # pages kept back for running rows to grow into
@@ -244,8 +265,7 @@ class Engine:
             waiting.popleft()
             group.append(Sequence(prepared, next(counter), self.pool.allocate(need), self._settings_for(prepared)))
             tokens += len(prepared.prompt.ids)
-        if group:
-            yield from self._prefill(group)
+        return group
 
     def _settings_for(self, prepared: Prepared) -> GenerationSettings:
         forced = self.output_lengths.get(prepared.request.key)
@@ -253,10 +273,10 @@ class Engine:
             return self.settings
         return replace(self.settings, max_new_tokens=min(forced, self.settings.max_new_tokens))
 
-    def _prefill(self, group: list[Sequence]) -> Iterator[OcrResult]:
-        """Vision for the whole group, one packed decoder pass, first tokens; then the group joins."""
+    def _prefill(self, group: list[Sequence], vision: VisionJob) -> Iterator[OcrResult]:
+        """One packed decoder pass over the group's prompts, first tokens; then the group joins."""
         start = time.perf_counter()
-        embeds = self._vision(group)
+        embeds = vision.take()
         dev = self.device
         ids = torch.tensor([i for q in group for i in q.prepared.prompt.ids], device=dev)
         mask = torch.tensor([m for q in group for m in q.prepared.prompt.image_mask], device=dev)
@@ -273,6 +293,7 @@ class Engine:
         now = time.perf_counter()
         self.stats.prefills += 1
         self.stats.prefill_seconds += now - start
+        self.stats.vision_seconds += vision.seconds()
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
@@ -281,17 +302,6 @@ class Engine:
                 yield self._finish(seq, done)
             else:
                 self._add_row(seq)
-
-    def _vision(self, group: list[Sequence]) -> list[torch.Tensor]:
-        start = time.perf_counter()
-        images = [q.prepared.image for q in group]
-        out = self.vision.embeddings(images)
-        self.stats.vision_images += sum(1 + (len(i.tiles) if i.tiles is not None else 0) for i in images)
-        if self.timing:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.stats.vision_seconds += time.perf_counter() - start
-        return out
 
     def _slots(self, pages: list[int], n: int) -> torch.Tensor:
         t = torch.arange(n)
@@ -333,6 +343,10 @@ class Engine:
 
     def _abandon(self) -> None:
         """A run left early (the caller stopped reading): free what its pages held for the next run."""
+        if self.pending is not None:
+            for seq in self.pending[0]:
+                self.pool.release(seq.pages)
+            self.pending = None
         for seq in self.rows:
             self.pool.release(seq.pages)
         self._remove_rows(list(range(len(self.rows))))

@@ -7,9 +7,14 @@ of about VISION_PIXELS, then the remainder in binary parts) and, on CUDA, each (
 replayed from a CUDA graph captured the first time it is met: an encoder pass is about 1,000
 kernels, and launching them from a host shared with the workers cost as much as running them.
 The graphs share one memory pool (they never run at once) and their outputs are copied out.
+
+On CUDA a group's vision runs on a stream of its own (`start`), so the engine keeps decoding the
+running pages while the next group is encoded: vision is bound by arithmetic and decode by memory,
+and run one after the other the GPU idled on either in turn.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +41,32 @@ class _Captured:
     features: torch.Tensor  # static output, n x g x g x hidden
 
 
+@dataclass
+class VisionJob:
+    """A group's embeddings, maybe still being computed on the vision stream (`done` not yet reached)."""
+    embeds: list[torch.Tensor]
+    device: torch.device
+    begin: torch.cuda.Event | None = None
+    done: torch.cuda.Event | None = None
+    host_seconds: float = 0.0
+
+    def ready(self) -> bool:
+        return self.done is None or self.done.query()
+
+    def take(self) -> list[torch.Tensor]:
+        """The embeddings, safe to read on the current stream (which waits for the vision stream)."""
+        if self.done is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(self.done)
+            for e in self.embeds:
+                e.record_stream(stream)  # their memory is not reused by the vision stream while in use here
+        return self.embeds
+
+    def seconds(self) -> float:
+        """Device seconds the group's vision took (call once its results have been read)."""
+        return self.host_seconds if self.done is None else self.begin.elapsed_time(self.done) / 1000
+
+
 class VisionEncoder:
     def __init__(self, model: DeepseekOCR, graphs: bool):
         self.model = model
@@ -43,6 +74,20 @@ class VisionEncoder:
         self.use_graphs = graphs and self.device.type == "cuda"
         self.captured: dict[tuple, _Captured] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.capture_stream = torch.cuda.Stream(self.device) if self.use_graphs else None
+
+    def start(self, images: list[ImageInput]) -> VisionJob:
+        """Begin the images' embeddings: queued on the vision stream on CUDA, computed now elsewhere."""
+        if self.stream is None:
+            start = time.perf_counter()
+            return VisionJob(self.embeddings(images), self.device, host_seconds=time.perf_counter() - start)
+        begin, done = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(self.stream):
+            begin.record()
+            embeds = self.embeddings(images)
+            done.record()
+        return VisionJob(embeds, self.device, begin, done)
 
     def embeddings(self, images: list[ImageInput]) -> list[torch.Tensor]:
         """Each image's vision embeddings, laid out as the decoder reads them."""
@@ -90,7 +135,9 @@ class VisionEncoder:
             self.model.encode_views(normalize(pixels))  # warm-up: kernels chosen, caches filled, outside the capture
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # captured on a stream of its own: cuBLAS keeps a workspace per stream, and these graphs replay
+        # beside the decode graphs (captured on torch's default capture stream)
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.capture_stream):
             features = self.model.encode_views(normalize(pixels))
         captured = self.captured[(shape, n)] = _Captured(graph, pixels, features)
         return captured
