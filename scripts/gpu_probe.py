@@ -3,7 +3,7 @@ attention variants against the gather path and the previous kernel, the vision e
 graphed (alone and with the preprocessing workers busy), and SAM's attention with and without
 the widened relative-position bias. Prints a short table; writes everything to OUT/probe.json.
 
-    python3 scripts/gpu_probe.py OUT [previous_triton_decode.py]
+    python3 scripts/gpu_probe.py OUT [previous_triton_decode.py] [--only PHASE,PHASE]
 """
 from __future__ import annotations
 
@@ -131,6 +131,18 @@ def probe_vision(model, busy: bool) -> dict:
 
 
 @torch.inference_mode()
+def probe_vision_pages(model) -> None:
+    """ms per page of a group's vision alone (graphs, fused attention), as the engine runs it."""
+    from dsocr_cli.bench import synthetic_page
+    from dsocr_cli.preprocess import prepare_image
+    encoder = VisionEncoder(model, graphs=True)
+    out = RESULTS["vision_ms_per_page_alone"] = {}
+    for mode, group in [("base", 56), ("gundam", 16)]:
+        images = [prepare_image(synthetic_page(i), MODES[mode]) for i in range(group)]
+        out[mode] = timed(lambda: encoder.embeddings(images)) / group
+
+
+@torch.inference_mode()
 def probe_vision_profile(model) -> None:
     from torch.profiler import ProfilerActivity, profile
     v = views(640, 16)
@@ -172,14 +184,19 @@ def busy_workers(n_workers=8):
 
 
 def main() -> None:
-    out_dir = sys.argv[1]
+    args = sys.argv[1:]
+    only = set(args.pop(args.index("--only") + 1).split(",")) if "--only" in args else None
+    args = [a for a in args if a != "--only"]
+    out_dir = args[0]
     old = None
-    if len(sys.argv) > 2:
-        spec = importlib.util.spec_from_file_location("old_decode", sys.argv[2])
+    if len(args) > 1:
+        spec = importlib.util.spec_from_file_location("old_decode", args[1])
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
 
     def phase(name, fn, *args):
+        if only is not None and name not in only:
+            return
         start = time.perf_counter()
         try:
             fn(*args)
@@ -189,12 +206,14 @@ def main() -> None:
         with open(f"{out_dir}/probe.json", "w") as f:
             json.dump(RESULTS, f, indent=1)
 
+    torch.backends.cuda.enable_cudnn_sdp(False)  # as the engine runs
     RESULTS["device"] = torch.cuda.get_device_name()
     phase("copy", lambda: RESULTS.update(copy_GBps=copy_ceiling()))
     phase("decode", probe_decode, old)
     model, _ = random_weight_model("cuda")
     tokenizer = Tokenizer.bundled()
     phase("sam_attention", probe_sam_attention, model)
+    phase("vision_pages", probe_vision_pages, model)
     phase("vision_profile", probe_vision_profile, model)
     phase("vision_idle", lambda: RESULTS.update(vision_idle=probe_vision(model, busy=False)))
 
