@@ -18,6 +18,8 @@ import torch
 try:
     import triton
     import triton.language as tl
+
+    from ..model.triton_dot import dot
 except ImportError:  # CPU-only installs: the engine uses the gather path instead
     triton = None
 
@@ -65,19 +67,13 @@ if triton is not None:
             page = tl.load(tables_ptr + b * stride_tb + tokens // PAGE, mask=valid, other=0).to(tl.int64)
             offsets = page[:, None] * stride_kp + (tokens % PAGE)[:, None] * stride_kt + h * stride_kh + dims[None, :]
             k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0)
-            if IEEE:
-                scores = tl.dot(q16, tl.trans(k), input_precision="ieee") * SCALE
-            else:
-                scores = tl.dot(q16, tl.trans(k)) * SCALE
+            scores = dot(q16, tl.trans(k), IEEE) * SCALE
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=1))
             weights = tl.exp(scores - m_new[:, None])
             alpha = tl.exp(m - m_new)
             v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(weights, v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(weights.to(v.dtype), v)
+            acc = acc * alpha[:, None] + dot(weights.to(v.dtype), v, IEEE)
             total = total * alpha + tl.sum(weights, axis=1)
             m = m_new
         rows = tl.arange(0, 16)

@@ -14,6 +14,8 @@ import torch
 try:
     import triton
     import triton.language as tl
+
+    from .triton_dot import dot
 except ImportError:  # CPU-only installs use the widened SDPA form
     triton = None
 
@@ -47,10 +49,7 @@ if triton is not None:
             cols_ok = keys < n
             k = tl.load(k_ptr + b * sk_b + head * sk_h + keys[:, None] * sk_n + dims[None, :],
                         mask=cols_ok[:, None], other=0.0)
-            if IEEE:
-                scores = tl.dot(q, tl.trans(k), input_precision="ieee") * SCALE
-            else:
-                scores = tl.dot(q, tl.trans(k)) * SCALE
+            scores = dot(q, tl.trans(k), IEEE) * SCALE
             both = rows_ok[:, None] & cols_ok[None, :]
             bias = (tl.load(rel_h + (keys // GW)[None, :], mask=both, other=0.0).to(tl.float32)
                     + tl.load(rel_w + (keys % GW)[None, :], mask=both, other=0.0).to(tl.float32))
@@ -60,10 +59,7 @@ if triton is not None:
             alpha = tl.exp(m - m_new)
             v = tl.load(v_ptr + b * sv_b + head * sv_h + keys[:, None] * sv_n + dims[None, :],
                         mask=cols_ok[:, None], other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(weights, v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(weights.to(v.dtype), v)
+            acc = acc * alpha[:, None] + dot(weights.to(v.dtype), v, IEEE)
             total = total * alpha + tl.sum(weights, axis=1)
             m = m_new
         out = acc / total[:, None]
