@@ -1,12 +1,13 @@
 """The throughput engine: many pages in flight, admitted as others finish (continuous batching).
 
-Each loop iteration admits waiting pages while KV pages and batch rows allow (vision for all of
-them in a few large batches, on a stream of its own while running pages keep decoding, then one
-packed prefill that also picks their first token), then runs one decode step for every running
-page. A decode step is replayed from a CUDA graph captured (the first time a run needs it) for the
-next batch-size bucket; all per-row state (last token, position, block table, token history)
-lives on the device and the step updates it in place, so the host only reads the new tokens,
-finishes rows and hands out pages. Greedy output equals the plain path (generate.py) token for
+Each loop iteration admits encoded pages while KV pages and batch rows allow (one packed prefill
+that also picks their first token), starts the vision of the next waiting pages (all views of a
+group in a few large batches, on a stream of its own while running pages keep decoding, up to a
+batch of pages ahead), then runs one decode step for every running page. A decode step is
+replayed from a CUDA graph captured (the first time a run needs it) for the next batch-size
+bucket; all per-row state (last token, position, block table, token history) lives on the device
+and the step updates it in place, so the host only reads the new tokens, finishes rows and hands
+out pages. Greedy output equals the plain path (generate.py) token for
 token in fp32 (tested); the repetition guard and loop detector run vectorised on the device.
 With compile=True the step is built by torch.compile first (slower start, faster steps).
 """
@@ -139,7 +140,9 @@ class Engine:
         allowed[list(self.settings.ngram_whitelist)] = True
         self.allowed = allowed.to(dev)
         self.rows: list[Sequence] = []
-        self.pending: tuple[list[Sequence], VisionJob] | None = None  # a group whose vision is under way
+        # pages whose vision has been started, in order, each with its embeddings and their job
+        self.encoded: deque[tuple[Prepared, torch.Tensor, VisionJob]] = deque()
+        self.last_vision: VisionJob | None = None
         self.preemptions = 0
 
     def _use_settings(self, settings: GenerationSettings) -> None:
@@ -203,69 +206,79 @@ class Engine:
         try:
             while True:
                 # keep a batch worth of prepared pages waiting; block only when the GPU has nothing to do
-                idle = not (waiting or self.rows or self.pending)
-                for item in feeder.take(self.max_batch - len(waiting), wait=idle):
+                idle = not (waiting or self.rows or self.encoded)
+                for item in feeder.take(self.max_batch - len(waiting) - len(self.encoded), wait=idle):
                     if item.error:
                         yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error,
                                         page_size=item.page_size)
                     else:
                         waiting.append(item)
-                if not (waiting or self.rows or self.pending):
+                if not (waiting or self.rows or self.encoded):
                     if feeder.done:
                         return
                     continue
-                yield from self._admit(waiting, counter)
+                yield from self._admit(counter)
+                self._encode_ahead(waiting)
                 if self.rows:
                     yield from self._decode(waiting)
         finally:
             self._abandon()
 
-    def _admit(self, waiting: deque[Prepared], counter) -> Iterator[OcrResult]:
-        """Prefill the group whose vision is done, then start the next group's vision. While rows are
-        decoding, vision runs on its own stream and the group joins at a later step; with none
-        running (or on the CPU) the group is prefilled at once."""
-        if self.pending is not None:
-            if self.rows and not self.pending[1].ready():
-                return
-            (group, job), self.pending = self.pending, None
-            yield from self._prefill(group, job)
-        group = yield from self._take_group(waiting, counter)
-        if group:
-            self.pending = group, self.vision.start([q.prepared.image for q in group])
-            self.stats.vision_images += sum(1 + len(q.prepared.image.tiles if q.prepared.image.tiles is not None else ())
-                                            for q in group)
-            if not self.rows or self.vision.stream is None:
-                (group, job), self.pending = self.pending, None
-                yield from self._prefill(group, job)
+    def _encode_ahead(self, waiting: deque[Prepared]) -> None:
+        """Start the vision of the next waiting pages once the last group's is done, up to a batch of
+        pages ahead of admission. On CUDA it runs on the vision stream beside decode, so when rows
+        free up (a wave of pages finishing together) their successors are already encoded."""
+        busy = self.last_vision is not None and not self.last_vision.ready()
+        if busy or not waiting or len(self.encoded) >= self.max_batch:
+            return
+        group: list[Prepared] = []
+        tokens = 0
+        while waiting and len(self.encoded) + len(group) < self.max_batch:
+            if group and tokens + len(waiting[0].prompt.ids) > PREFILL_TOKENS:
+                break
+            group.append(waiting.popleft())
+            tokens += len(group[-1].prompt.ids)
+        images = [p.image for p in group]
+        job = self.last_vision = self.vision.start(images)
+        self.encoded.extend(zip(group, job.embeds, [job] * len(group)))
+        self.stats.vision_images += sum(1 + (len(i.tiles) if i.tiles is not None else 0) for i in images)
 
-    def _take_group(self, waiting: deque[Prepared], counter):
-        """The next pages to admit, their first KV pages allocated (a generator: pages that can never
-        fit are yielded as errors; the group is its return value)."""
+    def _admit(self, counter) -> Iterator[OcrResult]:
+        """Prefill encoded pages while rows and KV pages allow. With rows decoding, only pages whose
+        vision is done join (at a later step otherwise); with none, the device waits for vision."""
         free_rows = self.max_batch - len(self.rows)
-        if not waiting or (self.rows and free_rows < max(1, self.max_batch // 16)):
-            return []  # admit in groups: each prefill reads every expert's weights once
+        if not self.encoded or (self.rows and free_rows < max(1, self.max_batch // 16)):
+            return  # admit in groups: each prefill reads every expert's weights once
         group: list[Sequence] = []
+        embeds: list[torch.Tensor] = []
+        jobs: list[VisionJob] = []
         tokens = 0
         reserve = len(self.rows) // 4  # pages kept back for running rows to grow into
-        while waiting and len(group) < free_rows:
-            prepared = waiting[0]
+        while self.encoded and len(group) < free_rows:
+            prepared, embed, job = self.encoded[0]
+            if self.rows and not job.ready():
+                break
             need = pages_for(len(prepared.prompt.ids) + 1)
             if group and tokens + len(prepared.prompt.ids) > PREFILL_TOKENS:
                 break
             longest = pages_for(len(prepared.prompt.ids) + self.settings.max_new_tokens)
             # a page that could not finish even with the whole pool to itself would loop forever
             if longest > min(self.pool.num_pages - 1, self.table_width):
-                waiting.popleft()
+                self.encoded.popleft()
                 yield OcrResult(prepared.request.key, "", [], "error", len(prepared.prompt.ids),
                                 prepared.image.token_count, error="prompt too long for the KV cache",
                                 page_size=prepared.page_size)
                 continue
             if self.pool.free_pages < need + reserve:
                 break
-            waiting.popleft()
+            self.encoded.popleft()
             group.append(Sequence(prepared, next(counter), self.pool.allocate(need), self._settings_for(prepared)))
+            embeds.append(embed)
+            if not jobs or jobs[-1] is not job:
+                jobs.append(job)
             tokens += len(prepared.prompt.ids)
-        return group
+        if group:
+            yield from self._prefill(group, embeds, jobs)
 
     def _settings_for(self, prepared: Prepared) -> GenerationSettings:
         forced = self.output_lengths.get(prepared.request.key)
@@ -273,10 +286,11 @@ class Engine:
             return self.settings
         return replace(self.settings, max_new_tokens=min(forced, self.settings.max_new_tokens))
 
-    def _prefill(self, group: list[Sequence], vision: VisionJob) -> Iterator[OcrResult]:
+    def _prefill(self, group: list[Sequence], embeds: list[torch.Tensor], jobs: list[VisionJob]) -> Iterator[OcrResult]:
         """One packed decoder pass over the group's prompts, first tokens; then the group joins."""
         start = time.perf_counter()
-        embeds = vision.take()
+        for job in jobs:
+            job.take()
         dev = self.device
         ids = torch.tensor([i for q in group for i in q.prepared.prompt.ids], device=dev)
         mask = torch.tensor([m for q in group for m in q.prepared.prompt.image_mask], device=dev)
@@ -293,7 +307,8 @@ class Engine:
         now = time.perf_counter()
         self.stats.prefills += 1
         self.stats.prefill_seconds += now - start
-        self.stats.vision_seconds += vision.seconds()
+        for job in jobs:
+            self.stats.vision_seconds += job.seconds()
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
@@ -343,10 +358,8 @@ class Engine:
 
     def _abandon(self) -> None:
         """A run left early (the caller stopped reading): free what its pages held for the next run."""
-        if self.pending is not None:
-            for seq in self.pending[0]:
-                self.pool.release(seq.pages)
-            self.pending = None
+        self.encoded.clear()
+        self.last_vision = None
         for seq in self.rows:
             self.pool.release(seq.pages)
         self._remove_rows(list(range(len(self.rows))))

@@ -49,21 +49,28 @@ class VisionJob:
     begin: torch.cuda.Event | None = None
     done: torch.cuda.Event | None = None
     host_seconds: float = 0.0
+    taken: bool = False     # the current stream waits for it already
+    counted: bool = False   # its seconds are in the engine's stats
 
     def ready(self) -> bool:
         return self.done is None or self.done.query()
 
     def take(self) -> list[torch.Tensor]:
         """The embeddings, safe to read on the current stream (which waits for the vision stream)."""
-        if self.done is not None:
+        if self.done is not None and not self.taken:
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(self.done)
             for e in self.embeds:
                 e.record_stream(stream)  # their memory is not reused by the vision stream while in use here
+        self.taken = True
         return self.embeds
 
     def seconds(self) -> float:
-        """Device seconds the group's vision took (call once its results have been read)."""
+        """Device seconds the group's vision took, the first time it is asked (once its results have
+        been read); 0 after."""
+        if self.counted:
+            return 0.0
+        self.counted = True
         return self.host_seconds if self.done is None else self.begin.elapsed_time(self.done) / 1000
 
 
