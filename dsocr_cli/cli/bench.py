@@ -41,7 +41,7 @@ def bench(
         "--gpus", help="all or GPU indices (0,1): pages/s with the first GPU alone, then with all of them "
                        "(one engine each, as convert --gpus), and the speed-up.")] = None,
 ) -> None:
-    """Throughput on synthetic pages: pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
+    """Throughput on synthetic pages (or real PDFs, --pdf): pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
     if batch != "auto" and not batch.isdigit():
         raise DsocrError("--batch takes auto or a number")
     max_batch = None if batch == "auto" else int(batch)
