@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import checkpoint
-from ..bench import random_weight_model, run_bench, run_scaling
+from ..bench import random_weight_model, run_bench, run_pdf_bench, run_scaling
 from ..engine.multi import engine_devices
 from ..errors import DsocrError
+from ..page_lengths import load_lengths, real_lengths
 from ..preprocess import resolve_mode
 from ..runner import open_model, preprocess_workers
 from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, model_kind_of, print_json, warn
@@ -25,6 +26,12 @@ def bench(
     mode: Annotated[Optional[ModeName], typer.Option("--mode", help="Default: base for DeepSeek-OCR, gundam (its one mode) for DeepSeek-OCR-2.")] = None,
     pages: Annotated[int, typer.Option("--pages", min=1, help="Synthetic A4 pages to convert.")] = 512,
     output_tokens: Annotated[int, typer.Option("--output-tokens", min=1, help="Tokens generated per page (EOS ignored).")] = 1000,
+    lengths: Annotated[Optional[str], typer.Option(
+        "--lengths", help="Draw each page's output length instead: 'real' (lengths of real DeepSeek-OCR pages, "
+                          "loops until the guard included) or a FILE of token counts, one per line.")] = None,
+    pdf: Annotated[Optional[list[str]], typer.Option(
+        "--pdf", help="Run convert's whole pipeline (rendering, workers, parsing, writing to a scratch folder) "
+                      "on these PDFs or folders instead of synthetic pages; lengths as --lengths (default real).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="Rows decoded together: auto (from free GPU memory) or N.")] = "auto",
     baseline: Annotated[bool, typer.Option("--baseline", help="Also time the plain unbatched path on one page.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Decode steps through torch.compile, as convert --compile runs them.")] = False,
@@ -41,7 +48,7 @@ def bench(
                          "the same pages, sent by --clients concurrent clients.")] = None,
     clients: Annotated[int, typer.Option("--clients", min=1, help="With --server: clients sending pages at once.")] = 256,
 ) -> None:
-    """Throughput on synthetic pages: pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
+    """Throughput on synthetic pages (or real PDFs, --pdf): pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
     if batch != "auto" and not batch.isdigit():
         raise DsocrError("--batch takes auto or a number")
     max_batch = None if batch == "auto" else int(batch)
@@ -62,21 +69,30 @@ def bench(
     load = (partial(random_weight_model, dtype=dtype, kind=kind) if random_weights
             else partial(open_model, checkpoint.resolve(model), dtype=dtype))
     start = time.perf_counter()
+    drawn = load_lengths(lengths) if lengths else None
     if gpus is not None:
         if device != "auto":
             raise DsocrError("--device does not go with --gpus: it picks the devices")
+        if drawn or pdf:
+            raise DsocrError("--gpus measures fixed-length synthetic pages: leave out --lengths and --pdf")
         report = run_scaling(load, engine_devices(gpus), chosen, pages, output_tokens, max_batch, compile)
     else:
         net, tokenizer = load(device)
         load_s = time.perf_counter() - start
         if net.lm_head.weight.device.type != "cuda":
             warn("benchmarking on the CPU: expect seconds per token")
-        report = run_bench(net, tokenizer, chosen, pages, output_tokens, max_batch, baseline,
-                           preprocess_workers(net.lm_head.weight.device), profile, compile)
+        workers = preprocess_workers(net.lm_head.weight.device)
+        if pdf:
+            report = run_pdf_bench(net, tokenizer, pdf, chosen, drawn or real_lengths(), max_batch, workers, compile)
+        else:
+            report = run_bench(net, tokenizer, chosen, pages, output_tokens, max_batch, baseline, workers,
+                               profile, compile, drawn)
         report["load_s"] = load_s
         report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
     report["model"] = f"random weights (full size {kind})" if random_weights else checkpoint.model_name(model)
-    _show(report, f"dsocr bench: {report['mode']} mode, {pages} pages x {output_tokens} tokens", as_json)
+    what = (f"{report['pages']} PDF pages through convert" if pdf
+            else f"{pages} pages x {report['output_tokens_per_page']:.0f} tokens")
+    _show(report, f"dsocr bench: {report['mode']} mode, {what}", as_json)
 
 
 def _show(report: dict, title: str, as_json: bool) -> None:
