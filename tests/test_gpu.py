@@ -1,6 +1,7 @@
 """GPU-only checks (run on the device machine; skipped where there is no CUDA): the Triton decode
 kernel against the gather path, and the engine with CUDA graphs against the plain path in fp32."""
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -54,6 +55,11 @@ def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint, compile)
     assert engine.graphs and engine.vision.captured  # captured lazily, as the run reached each size
     for key, ref in plain.items():
         assert batched[key].token_ids == ref.token_ids, key
+    # a run with another guard (convert's retry pass) re-captures its graphs, then the first guard again
+    stronger = replace(settings, ngram_size=2)
+    retried = {r.key: r.token_ids for r in PlainRunner(model, tok, stronger).run(requests(specs))}
+    assert {r.key: r.token_ids for r in engine.run(requests(specs), stronger)} == retried
+    assert {r.key: r.token_ids for r in engine.run(requests(specs))} == {k: r.token_ids for k, r in plain.items()}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

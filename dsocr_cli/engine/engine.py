@@ -178,7 +178,9 @@ class Engine:
         self.live = settings
         if baked:
             self._init_state()
-            self.graphs = {}  # captured again as the run needs them
+            self.graphs = {}  # captured again as the run needs them, in a new pool: the old one
+            if self.use_graphs:  # is freed with its graphs, and capturing into it again fails
+                self.graph_pool = torch.cuda.graph_pool_handle()
 
     def _capture(self, b: int) -> None:
         """A CUDA graph of the decode step for bucket b, captured the first time a run needs it (a
