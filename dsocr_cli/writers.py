@@ -21,9 +21,11 @@ Names are compared case-insensitively, as macOS and Windows file systems do.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import itertools
 import os
+import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,6 +35,25 @@ from PIL import Image
 
 from .documents import Source
 from .errors import DsocrError
+
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # write_atomic's own naming, .NAME.1a2b3c4d.tmp
+
+
+def remove_temporaries(target: Target) -> int:
+    """Delete what write_atomic left of this target's files when a run was killed mid-write (a run
+    holding the folder's lock calls it before writing); how many were removed."""
+    removed = 0
+    for path in target.paths():
+        candidates = list(path.parent.glob(f".{glob.escape(path.stem)}*.tmp")) if path.parent.is_dir() else []
+        if path.is_dir():
+            candidates += path.rglob(".*.tmp")
+        for candidate in candidates:
+            if _TEMPORARY.fullmatch(candidate.name) and candidate.is_file():
+                with contextlib.suppress(OSError):
+                    candidate.unlink()
+                    removed += 1
+    return removed
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -1,0 +1,42 @@
+"""One `dsocr convert` at a time per output folder (per shard with --shard).
+
+Two runs on one folder would convert the same documents twice and interleave their manifests. The
+lock is an advisory flock on a hidden file in the folder, held by the open file: the kernel drops
+it when the process ends in any way (SIGKILL included), so a crashed run never blocks the next.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import DsocrError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, as before
+    fcntl = None
+
+
+def lock_folder(folder: Path, name: str = ".dsocr.lock"):
+    """Hold the folder's lock for the rest of this process; the open lock file (keep it referenced),
+    or None where the folder cannot be made (its documents then fail one by one, with the reason)."""
+    if fcntl is None:
+        return None
+    path = Path(folder) / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(path, "a+")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        holder = file.read().strip() or "another process"
+        file.close()
+        raise DsocrError(f"{folder}: another dsocr convert ({holder}) is writing to this folder; "
+                         "wait for it to finish, or choose another -o") from None
+    file.truncate(0)
+    file.write(f"pid {os.getpid()}")
+    file.flush()
+    return file
