@@ -88,7 +88,7 @@ class Manifest:
         self.options = options  # the fingerprint of this run's options
         self.path = self.folder / name
         self.entries: dict[str, dict] = {}
-        paths = sorted(self.folder.glob(MANIFESTS)) if self.folder.is_dir() else []
+        paths = sorted(p for p in self.folder.glob(MANIFESTS) if p.is_file()) if self.folder.is_dir() else []
         for path in sorted(paths, key=lambda p: p == self.path):  # this run's own last: its lines win
             for line in _lines(path):
                 try:
