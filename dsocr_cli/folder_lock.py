@@ -1,12 +1,11 @@
 """One `dsocr convert` at a time per output folder (per shard with --shard).
 
 Two runs on one folder would convert the same documents twice and interleave their manifests. The
-lock is an advisory flock on a hidden file in the folder, held by the open file: the kernel drops
+lock is an advisory flock on a hidden, empty file in the folder, held by the open file: the kernel drops
 it when the process ends in any way (SIGKILL included), so a crashed run never blocks the next.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .errors import DsocrError
@@ -31,12 +30,7 @@ def lock_folder(folder: Path, name: str = ".dsocr.lock"):
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        file.seek(0)
-        holder = file.read().strip() or "another process"
         file.close()
-        raise DsocrError(f"{folder}: another dsocr convert ({holder}) is writing to this folder; "
+        raise DsocrError(f"{folder}: another dsocr convert is writing to this folder; "
                          "wait for it to finish, or choose another -o") from None
-    file.truncate(0)
-    file.write(f"pid {os.getpid()}")
-    file.flush()
     return file

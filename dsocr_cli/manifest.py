@@ -3,7 +3,8 @@
 A line records a document's state (done; incomplete, with the pages unfinished or unread; or
 failed, with the reason), its output files and their sha256, and a fingerprint of the options that
 shaped them. Lines are only ever appended, each with one write that is flushed and fsynced, so a crash
-loses at most the line being written (a torn last line is ignored when read back). The last line
+loses at most the line being written (a torn last line is ignored when read back, and cut off before
+the next line is appended). The last line
 for a document wins. A re-run with the same options skips the documents whose last line says
 done or incomplete and whose outputs are all still there with the recorded checksums (an incomplete
 one still counts as damage in its exit status; --retry-incomplete converts those again); the rest
@@ -56,6 +57,22 @@ def inside(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return bool(parts) and not PurePosixPath(name).is_absolute() and ".." not in parts and "\\" not in name \
         and ":" not in parts[0]
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Cut a last line that a crash tore (no newline yet) off the file, so every line is whole."""
+    end = size = os.fstat(fd).st_size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        block = os.pread(fd, end - start, start)
+        if b"\n" in block:
+            keep = start + block.rindex(b"\n") + 1
+            break
+        end = start
+    else:
+        keep = 0
+    if keep != size:
+        os.ftruncate(fd, keep)
 
 
 def _lines(path: Path) -> list[str]:
@@ -147,9 +164,7 @@ class Manifest:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o666)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # end a line torn by a crash, so this one stays whole
+            _drop_torn_tail(fd)
             written = os.write(fd, line)
             if written != len(line):  # a full disk: the rest of the line is torn off
                 raise OSError(28, "No space left on device (the line was cut short)")
