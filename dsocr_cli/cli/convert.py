@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import checkpoint, prompts, saved, storage
 from .. import convert as pipeline
 from ..checkpoint import model_name
-from ..documents import DPI, DocumentError, expand_inputs, open_document
+from ..documents import DPI, DocumentError, expand_inputs, format_pages, open_document
 from ..errors import DsocrError
 from ..folder_lock import lock_folder
 from ..manifest import Manifest, fingerprint, manifest_name
@@ -98,7 +98,7 @@ def convert(
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = prompts.FREE_OCR if no_layout else prompts.DOCUMENT
     options = pipeline.ConvertOptions(
-        mode=mode_of(choice.mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
+        mode=mode_of(choice.mode, choice.model), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
         figure_prompt=load_prompt(prompts.PARSE_FIGURE) if parse_figures else None,
@@ -283,7 +283,7 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
     for failure in report.failed:
         console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
     if report.incomplete and not quiet:
-        numbers = ", ".join(map(str, report.incomplete))
+        numbers = format_pages(report.incomplete)
         pages = "page" if len(report.incomplete) == 1 else "pages"
         console.print(f"dsocr: {name}: {pages} {numbers} incomplete (kept, marked in the Markdown)",
                       markup=False, highlight=False)
