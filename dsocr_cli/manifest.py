@@ -130,6 +130,11 @@ class Manifest:
                 return False
         return True
 
+    def incomplete(self, target: Target) -> bool:
+        """Recorded incomplete by a run with these options (its well-read pages can be kept)."""
+        entry = self.entries.get(document_key(target.source), {})
+        return entry.get("state") == "incomplete" and entry.get("options") == self.options
+
     def damage(self, target: Target) -> tuple[list[int], list[str]]:
         """The incomplete pages and the unread ones ("page N: reason") recorded for a kept document."""
         entry = self.entries.get(document_key(target.source), {})

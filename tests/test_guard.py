@@ -147,3 +147,21 @@ def test_a_per_image_write_error_costs_that_image_alone(dsocr, tmp_path):
     assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
     assert "b.png: cannot write" in result.stderr
     assert (out / "a.txt").read_text() == "text of a\n" and (out / "c.txt").read_text() == "text of c\n"
+
+
+def test_retry_incomplete_runs_only_the_flagged_pages_and_rewrites_the_document(dsocr, tiny_checkpoint, tmp_path):
+    (tmp_path / "in").mkdir()
+    make_pdf(tmp_path / "in" / "a.pdf", 2)
+    out = tmp_path / "out"
+    args = ("convert", tmp_path / "in", "-o", f"{out}/", "--model", tiny_checkpoint, *TINY, "--keep-raw")
+    assert dsocr(*args).code == 1  # both pages stop at 6 tokens: incomplete
+    kept = out / ".a.md.kept.json"
+    assert json.loads(kept.read_text()) == {"pages": []}
+    # as if page 1 had been read well: the retry keeps it and runs page 2 alone
+    kept.write_text(json.dumps({"pages": [{"page": 1, "raw": "Kept page one.", "finish_reason": "eos",
+                                           "retried": False, "size": [600, 800]}]}))
+    retried = dsocr(*args, "--retry-incomplete")
+    assert retried.code == 1 and "page 2 incomplete" in retried.stderr, retried.stderr
+    assert (out / "a.md").read_text().startswith("Kept page one.")
+    assert (out / "a_raw" / "page-0001.txt").read_text() == "Kept page one."
+    assert sorted(p.name for p in (out / "a_raw").iterdir()) == ["page-0001.txt", "page-0002.length.txt"]

@@ -20,6 +20,7 @@ from ..errors import DsocrError
 from ..folder_lock import lock_folder
 from ..manifest import Manifest, fingerprint, manifest_name
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
+from ..outputs.kept import read_kept_pages
 from ..prompts import load_prompt
 from ..requests import Runner
 from ..shard import parse_shard
@@ -128,7 +129,7 @@ def convert(
         jobs, reports = pipeline.plan_jobs(sources, output, options,
                                            _finished(skip_existing, retry_incomplete, manifest), part)
         if manifest is not None:
-            _prepare_folder(manifest, jobs, reports)
+            _prepare_folder(manifest, jobs, reports, retry_incomplete)
         runner = _runner(choice, batch, gpus, ray, compile) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
@@ -149,7 +150,7 @@ def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline
     """Every job through the pipeline, each report recorded as its document is written; the one
     progress display: files, pages, and with --gpus a line per engine."""
     done: list[pipeline.DocumentReport] = []
-    total_pages = sum(len(job.numbers) for job in jobs)
+    total_pages = sum(len(job.numbers) - len(job.kept) for job in jobs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                   console=stderr, disable=not show, transient=True) as progress:
@@ -208,10 +209,15 @@ def _finished(skip_existing: bool, retry_incomplete: bool, manifest: Manifest | 
     return recorded
 
 
-def _prepare_folder(manifest: Manifest, jobs: list[pipeline.Job], reports: list[pipeline.DocumentReport]) -> None:
-    """Leftovers of a killed run removed; documents left as incomplete keep that damage in their report."""
+def _prepare_folder(manifest: Manifest, jobs: list[pipeline.Job], reports: list[pipeline.DocumentReport],
+                    retry_incomplete: bool) -> None:
+    """Leftovers of a killed run removed; documents left incomplete keep that damage in their report,
+    or (--retry-incomplete) their well-read pages, so only the flagged ones run again."""
     for target in [job.target for job in jobs] + [r.target for r in reports if r.target is not None]:
         remove_temporaries(target)
+    for job in jobs if retry_incomplete else ():
+        kept = read_kept_pages(job.target, job.numbers) if manifest.incomplete(job.target) else {}
+        job.kept = kept if len(kept) < len(job.numbers) else {}
     for report in reports:
         if report.skipped:
             report.incomplete, report.failed = manifest.damage(report.target)
