@@ -1,4 +1,4 @@
-"""One `dsocr convert` at a time per output folder (per shard with --shard).
+"""One `dsocr convert` at a time per output folder (per shard with --shard: a lock per manifest).
 
 Two runs on one folder would convert the same documents twice and interleave their manifests. The
 lock is an advisory flock on a hidden, empty file in the folder, held by the open file: the kernel drops
@@ -16,7 +16,7 @@ except ImportError:  # Windows: no lock, as before
     fcntl = None
 
 
-def lock_folder(folder: Path, name: str = ".dsocr.lock"):
+def lock_folder(folder: Path, name: str = ".dsocr-manifest.jsonl.lock"):
     """Hold the folder's lock for the rest of this process; the open lock file (keep it referenced),
     or None where the folder cannot be made (its documents then fail one by one, with the reason)."""
     if fcntl is None:

@@ -21,7 +21,6 @@ Names are compared case-insensitively, as macOS and Windows file systems do.
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import itertools
 import os
@@ -37,23 +36,48 @@ from .documents import Source
 from .errors import DsocrError
 
 
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # write_atomic's own naming, .NAME.1a2b3c4d.tmp
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")  # write_atomic's own naming: .NAME.1a2b3c4d.tmp
+_DRAWING = re.compile(r"(.+?)(?:_p\d+)?\.png")          # --annotate on images: NAME_layout[_p3].png
 
 
-def remove_temporaries(target: Target) -> int:
-    """Delete what write_atomic left of this target's files when a run was killed mid-write (a run
-    holding the folder's lock calls it before writing); how many were removed."""
+def remove_temporaries(targets: list[Target]) -> int:
+    """Delete what write_atomic left of these targets' files when a run was killed mid-write (a run
+    holding the output folder's lock calls it before writing); how many were removed. Each folder is
+    listed once, whatever the number of targets in it."""
+    owned: dict[Path, set[str]] = defaultdict(set)  # folder -> names of our files in it
+    folders: list[Path] = []                         # per-target folders: every temporary inside is ours
+    for target in targets:
+        for path in target.paths():
+            owned[path.parent].add(path.name)
+            folders.append(path)
     removed = 0
-    for path in target.paths():
-        candidates = list(path.parent.glob(f".{glob.escape(path.stem)}*.tmp")) if path.parent.is_dir() else []
-        if path.is_dir():
-            candidates += path.rglob(".*.tmp")
-        for candidate in candidates:
-            if _TEMPORARY.fullmatch(candidate.name) and candidate.is_file():
-                with contextlib.suppress(OSError):
-                    candidate.unlink()
-                    removed += 1
+    for folder, names in owned.items():
+        for entry in _listing(folder):
+            match = _TEMPORARY.fullmatch(entry.name)
+            name = match.group(1) if match else None
+            drawing = _DRAWING.fullmatch(name) if name else None
+            if name and (name in names or (drawing and drawing.group(1) + ".pdf" in names)):
+                removed += _unlink(Path(entry.path))
+    for folder in folders:
+        if folder.is_dir():
+            removed += sum(_unlink(p) for p in folder.rglob(".*.tmp") if _TEMPORARY.fullmatch(p.name))
     return removed
+
+
+def _listing(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return [entry for entry in entries if entry.name.endswith(".tmp")]
+    except OSError:
+        return []
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+        return 1
+    except OSError:
+        return 0
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -91,13 +91,16 @@ def test_one_run_per_output_folder(tmp_path):
 
 def test_temporaries_a_killed_write_left_are_removed(tmp_path):
     report = converted(tmp_path, "a.pdf")
-    stale = [tmp_path / ".a.md.1a2b3c4d.tmp", report.target.figures / ".p1_fig1.png.00ff00ff.tmp"]
+    stale = [tmp_path / ".a.md.1a2b3c4d.tmp", report.target.figures / ".p1_fig1.png.00ff00ff.tmp",
+             tmp_path / ".a_layout_p2.png.0badcafe.tmp"]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
-    (tmp_path / ".a.md.notours.tmp").write_bytes(b"someone else's")
-    assert remove_temporaries(report.target) == 2
-    assert not any(p.exists() for p in stale) and (tmp_path / ".a.md.notours.tmp").exists()
+    others = [tmp_path / ".a.md.notours.tmp", tmp_path / ".b.md.1a2b3c4d.tmp"]  # not write_atomic's, or not a's
+    for path in others:
+        path.write_bytes(b"someone else's")
+    assert remove_temporaries([report.target]) == 3
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in others)
 
 
 def test_a_rerun_exits_1_while_damage_remains_and_retry_incomplete_redoes_it(dsocr, tiny_checkpoint, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import convert_folder as convert, outputs_of as outputs
+from test_gpus import engine_processes as children  # spawned children: engines or pool workers
 from dsocr_cli.manifest import MANIFEST_NAME
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds processes through /proc")
@@ -35,20 +36,6 @@ def processes_marked(mark: str) -> list[int]:
                         found.append(int(entry.name))
             except OSError:
                 continue
-    return found
-
-
-def children(pid: int) -> list[int]:
-    """Spawned children of `pid` (engines or pool workers; not multiprocessing's resource tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            found.append(int(entry.name))
     return found
 
 

@@ -124,7 +124,7 @@ def convert(
         options = replace(options, meta={"model": model_name(choice.model), **options.meta})
         part = parse_shard(shard) if shard else None
         if output and output != "-" and is_folder(output):
-            lock = lock_folder(Path(output), f".dsocr.lock{'.' + manifest_name(part) if part else ''}")  # noqa: F841
+            held = lock_folder(Path(output), f".{manifest_name(part)}.lock")  # noqa: F841 (held until we return)
             manifest = Manifest(Path(output), fingerprint(options), manifest_name(part))
         jobs, reports = pipeline.plan_jobs(sources, output, options,
                                            _finished(skip_existing, retry_incomplete, manifest), part)
@@ -213,8 +213,7 @@ def _prepare_folder(manifest: Manifest, jobs: list[pipeline.Job], reports: list[
                     retry_incomplete: bool) -> None:
     """Leftovers of a killed run removed; documents left incomplete keep that damage in their report,
     or (--retry-incomplete) their well-read pages, so only the flagged ones run again."""
-    for target in [job.target for job in jobs] + [r.target for r in reports if r.target is not None]:
-        remove_temporaries(target)
+    remove_temporaries([job.target for job in jobs] + [r.target for r in reports if r.target is not None])
     for job in jobs if retry_incomplete else ():
         kept = read_kept_pages(job.target, job.numbers) if manifest.incomplete(job.target) else {}
         job.kept = kept if len(kept) < len(job.numbers) else {}
