@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DsocrError
+from .errors import RunFailure
 
 try:
     import fcntl
@@ -31,6 +31,6 @@ def lock_folder(folder: Path, name: str = ".dsocr-manifest.jsonl.lock"):
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         file.close()
-        raise DsocrError(f"{folder}: another dsocr convert is writing to this folder; "
+        raise RunFailure(f"{folder}: another dsocr convert is writing to this folder; "
                          "wait for it to finish, or choose another -o") from None
     return file

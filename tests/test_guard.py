@@ -89,6 +89,18 @@ def test_one_run_per_output_folder(tmp_path):
     lock_folder(tmp_path).close()
 
 
+def test_a_second_convert_on_the_same_folder_is_refused_in_one_line(dsocr, tmp_path):
+    (tmp_path / "in").mkdir()
+    make_pdf(tmp_path / "in" / "a.pdf", 1)
+    held = lock_folder(tmp_path / "out")  # a first run, busy
+    try:
+        second = dsocr("convert", tmp_path / "in", "-o", f"{tmp_path / 'out'}/", "--device", "cpu")
+    finally:
+        held.close()
+    assert second.code == 1 and "another dsocr convert is writing to this folder" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "a.md").exists()
+
+
 def test_temporaries_a_killed_write_left_are_removed(tmp_path):
     report = converted(tmp_path, "a.pdf")
     stale = [tmp_path / ".a.md.1a2b3c4d.tmp", report.target.figures / ".p1_fig1.png.00ff00ff.tmp",
