@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from concurrent.futures import TimeoutError as PageTimeout  # the builtin TimeoutError only from 3.11
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
@@ -142,7 +143,7 @@ class Feeder:
             request, job, attempt = self.ahead.popleft()
             try:
                 views = job.result()
-            except TimeoutError:
+            except PageTimeout:
                 views = f"preparing the page took over {self.timeout:g} s: its worker was stopped"
             except ProcessExpired as exc:
                 if attempt < ATTEMPTS:  # the worker may have died of something else (the OOM killer)
