@@ -101,8 +101,8 @@ def _slices(jobs: list[Job], indices: list[int], size: int) -> Iterator[list[int
 def _convert_part(jobs: list[Job], part: list[int], runner: Runner, settings: GenerationSettings,
                   options: ConvertOptions, on_page) -> Iterator[DocumentReport]:
     """The documents `part` indexes: a first pass, a retry pass for unfinished pages, the figures."""
-    collected: dict[int, dict[int, ParsedPage]] = {j: {} for j in part}
-    outstanding = {j: len(jobs[j].numbers) for j in part}  # results still to come, retries included
+    collected: dict[int, dict[int, ParsedPage]] = {j: dict(jobs[j].kept) for j in part}
+    outstanding = {j: len(jobs[j].numbers) - len(jobs[j].kept) for j in part}  # results to come, retries included
     retry: list[tuple[int, int]] = []
     read_whole: list[int] = []                             # --parse-figures: documents whose figures wait
 
@@ -124,7 +124,8 @@ def _convert_part(jobs: list[Job], part: list[int], runner: Runner, settings: Ge
         elif outstanding[j] == 0:
             yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options)
 
-    for result in runner.run(requests((j, n) for j in part for n in jobs[j].numbers), settings=settings):
+    fresh = ((j, n) for j in part for n in jobs[j].numbers if n not in jobs[j].kept)
+    for result in runner.run(requests(fresh), settings=settings):
         yield from take(result, retried=False)
     if retry:
         for result in runner.run(requests(list(retry)), settings=stronger_guard(settings)):

@@ -36,6 +36,7 @@ class Job:
     numbers: list[int]
     document: Document | None                # None: rendering from saved raw output alone
     saved: dict[int, ParsedPage] | None = None  # --from-raw: the outputs to render instead of running
+    kept: dict[int, ParsedPage] = field(default_factory=dict)  # --retry-incomplete: pages not run again
 
 
 @dataclass

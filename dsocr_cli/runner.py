@@ -69,11 +69,13 @@ def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", lo
 
 
 MAX_ROWS = 256   # the engine's own ceiling when it sizes the batch from the KV cache
+PREPROCESS_WORKERS_ENV = "DSOCR_PREPROCESS_WORKERS"
 
 
 def preprocess_workers(device: torch.device | str, engines: int = 1) -> int:
     """Rendering/preprocessing processes per engine: the host's cores but two, shared by its engines.
-    On the CPU the model needs the cores itself, so pages are prepared in its own process."""
+    On the CPU the model needs the cores itself, so pages are prepared in its own process, unless
+    DSOCR_PREPROCESS_WORKERS names a number of workers (tests of the workers use it)."""
     if torch.device(device).type != "cuda":
-        return 0
+        return int(os.environ.get(PREPROCESS_WORKERS_ENV, "0"))
     return min(8, max(0, ((os.cpu_count() or 1) - 2) // engines))

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .errors import DsocrError
-from .manifest import MANIFEST_NAME, Manifest
+from .manifest import KEPT, MANIFESTS, Manifest, inside, manifest_name
 
 _URI = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+://")  # two letters at least: C:\ is a path
 
@@ -60,23 +60,31 @@ def fetch_input(uri: str, into: Path) -> str:
 
 
 class RemoteFolder:
-    """An output folder in a store, worked through a local staging folder."""
+    """An output folder in a store, worked through a local staging folder. Every shard's manifest is
+    fetched; this run uploads only its own (`manifest`, as manifest_name names it). Names read back
+    from a manifest are data: one that would leave the folder is not fetched."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, manifest: str = manifest_name()):
         self.uri = uri
+        self.manifest = manifest
         self.fs, self.root = _filesystem(uri)
         self.root = self.root.rstrip("/")
         self.local = Path(tempfile.mkdtemp(prefix="dsocr-out-"))
-        if self.fs.isfile(f"{self.root}/{MANIFEST_NAME}"):
-            self._pull(MANIFEST_NAME)
-            for entry in Manifest(self.local).entries.values():
-                for name in entry.get("outputs", {}) if entry["state"] == "done" else ():
-                    if self.fs.isfile(f"{self.root}/{name}"):
-                        self._pull(name)
+        try:
+            found = self.fs.glob(f"{self.root}/{MANIFESTS}")
+        except OSError:
+            found = []
+        for path in found:
+            self._pull(Path(path).name)
+        for entry in Manifest(self.local).entries.values():
+            outputs = entry.get("outputs") if entry.get("state") in KEPT else None
+            for name in outputs if isinstance(outputs, dict) else ():
+                if inside(name) and self.fs.isfile(f"{self.root}/{name}"):
+                    self._pull(name)
 
     def push(self, names: list[str]) -> None:
-        """Upload these outputs, then the manifest that lists them."""
-        for name in [*names, MANIFEST_NAME]:
+        """Upload these outputs, then this run's manifest that lists them."""
+        for name in [*names, self.manifest]:
             try:
                 self.fs.makedirs(f"{self.root}/{Path(name).parent.as_posix()}".rstrip("/."), exist_ok=True)
                 self.fs.put_file(str(self.local / name), f"{self.root}/{name}")

@@ -24,6 +24,7 @@ import contextlib
 import io
 import itertools
 import os
+import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,6 +34,50 @@ from PIL import Image
 
 from .documents import Source
 from .errors import DsocrError
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")  # write_atomic's own naming: .NAME.1a2b3c4d.tmp
+_DRAWING = re.compile(r"(.+?)(?:_p\d+)?\.png")          # --annotate on images: NAME_layout[_p3].png
+
+
+def remove_temporaries(targets: list[Target]) -> int:
+    """Delete what write_atomic left of these targets' files when a run was killed mid-write (a run
+    holding the output folder's lock calls it before writing); how many were removed. Each folder is
+    listed once, whatever the number of targets in it."""
+    owned: dict[Path, set[str]] = defaultdict(set)  # folder -> names of our files in it
+    folders: list[Path] = []                         # per-target folders: every temporary inside is ours
+    for target in targets:
+        for path in target.paths():
+            owned[path.parent].add(path.name)
+            folders.append(path)
+    removed = 0
+    for folder, names in owned.items():
+        for entry in _listing(folder):
+            match = _TEMPORARY.fullmatch(entry.name)
+            name = match.group(1) if match else None
+            drawing = _DRAWING.fullmatch(name) if name else None
+            if name and (name in names or (drawing and drawing.group(1) + ".pdf" in names)):
+                removed += _unlink(Path(entry.path))
+    for folder in folders:
+        if folder.is_dir():
+            removed += sum(_unlink(p) for p in folder.rglob(".*.tmp") if _TEMPORARY.fullmatch(p.name))
+    return removed
+
+
+def _listing(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return [entry for entry in entries if entry.name.endswith(".tmp")]
+    except OSError:
+        return []
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+        return 1
+    except OSError:
+        return 0
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

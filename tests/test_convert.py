@@ -208,7 +208,8 @@ def test_convert_a_folder_with_the_tiny_model(batch, tiny_checkpoint, tmp_path):
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.md")}
     again = run_dsocr(*args, "--skip-existing", "-v")
-    assert again.returncode == 1 and again.stderr.count("skipped (done already)") == 3
+    assert again.returncode == 1
+    assert again.stderr.count("skipped (done already)") + again.stderr.count("left damaged by an earlier run") == 3
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.md")} == before
 
 

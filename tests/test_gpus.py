@@ -74,12 +74,13 @@ def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(
     run, stderr = kill_an_engine_after_the_first_document(scale_folder, out, tiny_checkpoint, engines=1)
     assert run.returncode == 1 and "stopped (exit code -9)" in stderr, stderr
     first = [json.loads(line) for line in manifest.read_text().splitlines()]
-    assert 1 <= len(first) < 6 and all(e["state"] == "done" for e in first)
+    assert 1 <= len(first) < 6 and all(e["state"] in ("done", "incomplete") for e in first)
     kept = {e["document"]: (out / e["document"]).with_suffix(".md").stat().st_mtime_ns for e in first}
 
     again = convert(scale_folder, out, tiny_checkpoint, "--device", "cpu", *tokens, "-v")  # any runner resumes
     assert again.returncode in (0, 1), again.stderr
-    assert again.stderr.count("skipped (done already)") == len(first)
+    assert again.stderr.count("skipped (done already)") + again.stderr.count("left damaged by an earlier run") \
+        == len(first)
     assert {d: (out / d).with_suffix(".md").stat().st_mtime_ns for d in kept} == kept  # finished ones untouched
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert sorted(e["document"] for e in lines) == sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
@@ -96,7 +97,7 @@ def test_an_engine_killed_mid_run_leaves_the_others_to_finish(scale_folder, tiny
     assert run.returncode in (0, 1) and "its pages go to the other engines" in stderr, stderr
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     documents = sorted(p.relative_to(scale_folder).as_posix() for p in scale_folder.rglob("*.pdf"))
-    assert sorted(e["document"] for e in lines) == documents and all(e["state"] == "done" for e in lines)
+    assert sorted(e["document"] for e in lines) == documents and all(e["state"] in ("done", "incomplete") for e in lines)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.md")) == \
         sorted(d.replace(".pdf", ".md") for d in documents)
 

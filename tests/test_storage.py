@@ -35,7 +35,9 @@ def test_a_batch_from_and_to_a_store_resumes_from_its_manifest(tmp_path, tiny_ch
 
     fs.rm("/batch-out/a.md")  # lost from the store: converted again; b.pdf is skipped
     again = CliRunner().invoke(app, args)
-    assert again.output.count("skipped (done already)") == 1 and "1 converted" in again.output, again.output
+    # b.pdf's pages stopped at --max-new-tokens: kept, and still damage in the exit status
+    assert again.output.count("left damaged by an earlier run (2 pages incomplete)") == 1, again.output
+    assert "1 converted" in again.output and again.exit_code == 1, again.output
     assert fs.isfile("/batch-out/a.md")
     fs.rm("/batch-in", recursive=True)
     fs.rm("/batch-out", recursive=True)

@@ -11,6 +11,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from ..errors import DsocrError
 from ..images import Answer, ImageBatch, Reading, answer_to, json_line
 from ..writers import write_atomic
 from .common import mode_of, stderr, warn
@@ -63,7 +64,11 @@ class Batch(ImageBatch):
             if data is None:
                 continue
             if file is not None:
-                write_atomic(file, data)
+                try:
+                    write_atomic(file, data)
+                except DsocrError as exc:  # this image's file alone: the others are still written
+                    failed = True
+                    warn(f"{reading.name}: {exc}")
             else:
                 sys.stdout.write(f"==> {reading.name} <==\n{data}" if several and not as_json else data)
                 sys.stdout.flush()

@@ -17,12 +17,14 @@ from .. import convert as pipeline
 from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, format_pages, open_document
 from ..errors import DsocrError
-from ..manifest import Manifest, fingerprint
+from ..folder_lock import lock_folder
+from ..manifest import Manifest, fingerprint, manifest_name
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
+from ..outputs.kept import read_kept_pages
 from ..prompts import load_prompt
 from ..requests import Runner
 from ..shard import parse_shard
-from ..writers import is_done, is_folder, plan_outputs
+from ..writers import is_done, is_folder, plan_outputs, remove_temporaries
 from .common import PromptFileOpt, mode_of, resolve_prompt, stderr, warn
 from .options import GUARDED, ModelChoice, model_options
 
@@ -58,6 +60,9 @@ def convert(
         "--from-raw", help="Render saved raw output (a layout JSON, a NAME_raw/ folder or a text file) instead of "
                            "running the model. With one input, its pages give sizes and figures.")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave inputs whose Markdown exists (resume a batch).")] = False,
+    retry_incomplete: Annotated[bool, typer.Option(
+        "--retry-incomplete", help="With -o DIR/: convert again the documents the manifest records incomplete "
+                                   "(pages unfinished or unread), not only those not done.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary; errors only.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="A line per document as it is written.")] = False,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as "
@@ -76,11 +81,13 @@ def convert(
 ) -> None:
     """Convert documents to Markdown, with figures, tables and math; pages run in batches on the GPU.
 
-    With -o DIR/, DIR/dsocr-manifest.jsonl records each document as it finishes (done, with its
-    outputs' checksums, or failed, with the reason): running the same command again skips the
-    documents done and converts the rest.
+    With -o DIR/, DIR/dsocr-manifest.jsonl records each document as it finishes (done or incomplete,
+    with its outputs' checksums, or failed, with the reason): running the same command again skips
+    the documents done or incomplete and converts the rest; --retry-incomplete converts the
+    incomplete ones again too. One run at a time writes to DIR/ (a second is refused).
 
-    Exit status: 0 all converted, 1 some inputs or pages failed (the rest is written), 2 usage error.
+    Exit status: 0 all converted, 1 some inputs or pages failed or are incomplete, this run or an
+    earlier one (the rest is written), 2 usage error.
     """
     if tables not in TABLE_MODES:
         raise DsocrError(f"--tables {tables}: use one of {', '.join(TABLE_MODES)}")
@@ -111,17 +118,21 @@ def convert(
         if not inputs:
             raise DsocrError("no inputs: give PDFs, images, folders, or - to read paths from stdin")
         if output and storage.is_remote(output):
-            remote = storage.RemoteFolder(output)
+            remote = storage.RemoteFolder(output, manifest_name(parse_shard(shard) if shard else None))
             output = f"{remote.local}/"
         output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
         sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
         options = replace(options, meta={"model": _served_model(choice.server) if choice.server else model_name(choice.model),
                                          **options.meta})
+        part = parse_shard(shard) if shard else None
         if output and output != "-" and is_folder(output):
-            manifest = Manifest(Path(output), fingerprint(options))
-        jobs, reports = pipeline.plan_jobs(sources, output, options, _finished(skip_existing, manifest),
-                                           parse_shard(shard) if shard else None)
+            held = lock_folder(Path(output), f".{manifest_name(part)}.lock")  # noqa: F841 (held until we return)
+            manifest = Manifest(Path(output), fingerprint(options), manifest_name(part))
+        jobs, reports = pipeline.plan_jobs(sources, output, options,
+                                           _finished(skip_existing, retry_incomplete, manifest), part)
+        if manifest is not None:
+            _prepare_folder(manifest, jobs, reports, retry_incomplete)
         runner = _runner(choice, batch, gpus, ray, compile) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
@@ -133,7 +144,7 @@ def convert(
     reports += _run_jobs(jobs, runner, options, started, not quiet and stderr.is_terminal, record)
     if not quiet:
         _summary(reports, time.perf_counter() - started)
-    if not all(report.ok or report.skipped for report in reports):
+    if not all(report.ok for report in reports):
         raise typer.Exit(1)
 
 
@@ -142,7 +153,7 @@ def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline
     """Every job through the pipeline, each report recorded as its document is written; the one
     progress display: files, pages, and with --gpus a line per engine."""
     done: list[pipeline.DocumentReport] = []
-    total_pages = sum(len(job.numbers) for job in jobs)
+    total_pages = sum(len(job.numbers) - len(job.kept) for job in jobs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                   console=stderr, disable=not show, transient=True) as progress:
@@ -200,20 +211,39 @@ def _served_model(server: str) -> str:
     return served_model(server)
 
 
-def _finished(skip_existing: bool, manifest: Manifest | None):
-    """Which planned documents to leave: recorded done in the manifest, or (--skip-existing) with Markdown."""
+def _finished(skip_existing: bool, retry_incomplete: bool, manifest: Manifest | None):
+    """Which planned documents to leave: recorded done (or incomplete, unless retried) in the
+    manifest, or (--skip-existing) with Markdown."""
+    recorded = partial(manifest.finished, retry_incomplete=retry_incomplete) if manifest is not None else None
     if skip_existing:
-        return lambda target: is_done(target) or (manifest is not None and manifest.finished(target))
-    return manifest.finished if manifest is not None else None
+        return lambda target: is_done(target) or (recorded is not None and recorded(target))
+    return recorded
+
+
+def _prepare_folder(manifest: Manifest, jobs: list[pipeline.Job], reports: list[pipeline.DocumentReport],
+                    retry_incomplete: bool) -> None:
+    """Leftovers of a killed run removed; documents left incomplete keep that damage in their report,
+    or (--retry-incomplete) their well-read pages, so only the flagged ones run again."""
+    remove_temporaries([job.target for job in jobs] + [r.target for r in reports if r.target is not None])
+    for job in jobs if retry_incomplete else ():
+        kept = read_kept_pages(job.target, job.numbers) if manifest.incomplete(job.target) else {}
+        job.kept = kept if len(kept) < len(job.numbers) else {}
+    for report in reports:
+        if report.skipped:
+            report.incomplete, report.failed = manifest.damage(report.target)
 
 
 def _record(manifest: Manifest | None, remote: storage.RemoteFolder | None, report: pipeline.DocumentReport) -> None:
-    """The document's manifest line; with an output in a store, its outputs and the manifest uploaded."""
+    """The document's manifest line; with an output in a store, its outputs and the manifest uploaded.
+    A line or upload that fails is this document's error (it counts as failed), not the batch's."""
     if manifest is None or report.skipped:
         return
-    entry = manifest.record(report)
-    if remote is not None:
-        remote.push(list(entry.get("outputs", {})))
+    try:
+        entry = manifest.record(report)
+        if remote is not None:
+            remote.push(list(entry.get("outputs", {})))
+    except DsocrError as exc:
+        report.error = str(exc)
 
 
 def _local_inputs(inputs: list[str]) -> list[str]:
@@ -260,6 +290,12 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
     if report.error:
         console.print(f"dsocr: {name}: {report.error}", markup=False, highlight=False)
         return
+    if report.skipped and not report.ok:
+        damage = [f"{_count(len(report.incomplete), 'page')} incomplete"] if report.incomplete else []
+        damage += [f"{_count(len(report.failed), 'page')} unread"] if report.failed else []
+        console.print(f"dsocr: {name}: left damaged by an earlier run ({', '.join(damage)}); "
+                      "--retry-incomplete converts it again", markup=False, highlight=False)
+        return
     for failure in report.failed:
         console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
     if report.incomplete and not quiet:
@@ -283,7 +319,8 @@ def _summary(reports: list[pipeline.DocumentReport], seconds: float) -> None:
     incomplete = sum(len(r.incomplete) for r in reports)
     bad_pages = sum(len(r.failed) for r in reports)
     if skipped:
-        parts.append(f"{skipped} skipped")
+        damaged = sum(r.skipped and not r.ok for r in reports)
+        parts.append(f"{skipped} skipped" + (f" ({damaged} left damaged: --retry-incomplete)" if damaged else ""))
     if failed:
         parts.append(f"{len(failed)} failed")
     if bad_pages:

@@ -26,7 +26,7 @@ from ..generate import LENGTH, finish_reason
 from ..model.ocr import DeepseekOCR
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
 from ..tokenizer import Tokenizer
-from .feeder import Feeder, Prepared, worker_pool
+from .feeder import Feeder, Prepared, close_pool, worker_pool
 from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
 from .vision import VisionEncoder, VisionJob
@@ -395,7 +395,7 @@ class Engine:
     def close(self) -> None:
         """Stop the preprocessing workers (they are kept between runs: starting them takes seconds)."""
         if self.worker_pool is not None:
-            self.worker_pool.terminate()
+            close_pool(self.worker_pool)
             self.worker_pool = None
 
     def _grow_pages(self, waiting: deque[Prepared]) -> None:

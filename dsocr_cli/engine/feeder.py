@@ -4,20 +4,29 @@ Rendering a PDF page, resizing, padding and cutting tiles cost tens of milliseco
 the GPU process they would starve it. A request's image may be a picklable callable that produces
 the page (a PDF page reference, a synthetic page), so even rendering happens in the workers.
 Workers return uint8 arrays (4x smaller than floats); normalisation happens on the device.
+
+The workers are watched (pebble's ProcessPool): a worker that dies (the OOM killer, a crash in
+MuPDF) fails only the page it held, which is prepared once more in a fresh worker before it fails
+with that reason; a page still being prepared after PAGE_TIMEOUT_S has its worker stopped and
+fails. Either way the run goes on, and workers exit when their parent does (lifeline.py).
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
+from concurrent.futures import TimeoutError as PageTimeout  # the builtin TimeoutError only from 3.11
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import torch
+from pebble import ProcessExpired, ProcessPool
 
 from ..preprocess import ImageInput, prepare_image
 from ..prompts import PromptIds, build_prompt_ids
 from ..requests import OcrRequest, page_image
 from ..tokenizer import Tokenizer
+from .lifeline import exit_with_parent
 
 
 @dataclass
@@ -55,21 +64,33 @@ def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
 
 
 DEPTH = 128  # requests prepared ahead by a worker pool
+PAGE_TIMEOUT_S = 120.0  # most seconds a worker may take over one page (rendering it included)
+ATTEMPTS = 2            # a page whose worker dies is prepared this many times before it fails
 
 # A request iterator may yield PENDING: nothing to run yet, ask again later (pages handed out by
 # another process). The feeder then stops pulling for now, without taking the iterator for done.
 PENDING = object()
 
 
-def _one_thread() -> None:
+def _start_worker(parent: int) -> None:
     """A worker prepares one page at a time: torch's default thread team per worker (a thread per core,
     spinning between copies) would take the cores the GPU process needs to launch kernels."""
+    exit_with_parent(parent)
     torch.set_num_threads(1)
 
 
-def worker_pool(workers: int):
+def worker_pool(workers: int) -> ProcessPool | None:
     """Spawned (not forked: the parent holds CUDA state) preprocessing workers; None for in-process."""
-    return multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) if workers > 0 else None
+    if workers <= 0:
+        return None
+    return ProcessPool(workers, initializer=_start_worker, initargs=(os.getpid(),),
+                       context=multiprocessing.get_context("spawn"))
+
+
+def close_pool(pool: ProcessPool) -> None:
+    """Stop the workers, those busy included, and wait for them to be gone."""
+    pool.stop()
+    pool.join()
 
 
 class Feeder:
@@ -78,11 +99,13 @@ class Feeder:
     The pool belongs to the caller and outlives the feeder: starting spawned workers takes seconds.
     """
 
-    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, pool=None, depth: int = DEPTH):
+    def __init__(self, requests: Iterable[OcrRequest], tokenizer: Tokenizer, pool: ProcessPool | None = None,
+                 depth: int = DEPTH, timeout: float = PAGE_TIMEOUT_S):
         self.requests: Iterator[OcrRequest] = iter(requests)
         self.tokenizer = tokenizer
         self.depth = depth
         self.pool = pool
+        self.timeout = timeout
         self.ahead: deque = deque()
         self.exhausted = False
 
@@ -98,7 +121,10 @@ class Feeder:
             elif request is PENDING:
                 return
             else:
-                self.ahead.append((request, self.pool.apply_async(_views, (request,))))
+                self.ahead.append((request, self._schedule(request), 1))
+
+    def _schedule(self, request: OcrRequest):
+        return self.pool.schedule(_views, (request,), timeout=self.timeout)
 
     def take(self, n: int, wait: bool) -> list[Prepared]:
         """Up to n prepared requests that are ready now; with `wait`, block for at least one."""
@@ -113,8 +139,19 @@ class Feeder:
                 out.append(_assemble(request, _views(request), self.tokenizer))
             return out
         self._submit()
-        while self.ahead and len(out) < n and (self.ahead[0][1].ready() or (wait and not out)):
-            request, job = self.ahead.popleft()
-            out.append(_assemble(request, job.get(), self.tokenizer))
+        while self.ahead and len(out) < n and (self.ahead[0][1].done() or (wait and not out)):
+            request, job, attempt = self.ahead.popleft()
+            try:
+                views = job.result()
+            except PageTimeout:
+                views = f"preparing the page took over {self.timeout:g} s: its worker was stopped"
+            except ProcessExpired as exc:
+                if attempt < ATTEMPTS:  # the worker may have died of something else (the OOM killer)
+                    self.ahead.appendleft((request, self._schedule(request), attempt + 1))
+                    continue
+                views = f"the preprocessing worker died preparing the page, {ATTEMPTS} times (exit code {exc.exitcode})"
+            except Exception as exc:  # the pool itself broke: the page fails with the reason
+                views = f"preprocessing failed: {type(exc).__name__}: {exc}"
+            out.append(_assemble(request, views, self.tokenizer))
             self._submit()
         return out

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 from ..errors import DsocrError, RunFailure
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback
 from .feeder import DEPTH, PENDING
+from .lifeline import exit_with_parent
 from .spec import EngineSpec
 
 CPU_WORKERS_ENV = "DSOCR_CPU_WORKERS"  # engines --gpus all starts on a host without CUDA (tests: 2); default 1
@@ -96,11 +97,12 @@ class _Outbox:
         self.pipe.close()
 
 
-def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, pipe) -> None:
+def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, commands, pipe, parent: int) -> None:
     """A worker process: build the engine, then for each run take pages until its end marker.
-    Every message to the parent is (index, kind, payload)."""
+    Every message to the parent is (index, kind, payload). It exits when the parent is gone."""
     import torch
 
+    exit_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the engines
     if device.startswith("cuda:"):
         torch.cuda.set_device(device)
@@ -134,7 +136,7 @@ class MultiRunner:
         self.results = [reader for reader, _ in pipes]  # each engine's own: one dying blocks no other
         self.pages_done = [0 for _ in devices]  # per engine, for the progress display
         self.processes = [
-            context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, writer),
+            context.Process(target=_serve, args=(i, device, len(devices), spec, tasks, commands, writer, os.getpid()),
                             name=f"dsocr-engine-{device}")  # not daemons: engines start preprocessing workers
             for i, (device, tasks, commands, (_, writer)) in enumerate(zip(devices, self.tasks, self.commands, pipes))]
         self.alive = set(range(len(devices)))

@@ -15,11 +15,13 @@ from .annotation import write_annotation
 from .charts import write_chart_tables
 from .document import render_document
 from .figures import write_figures
+from .kept import write_kept_pages
 from .layout import write_layout
 from .markdown import write_markdown
 from .raw import write_raw_pages
 
-WRITERS = (write_figures, write_chart_tables, write_raw_pages, write_layout, write_annotation, write_markdown)
+WRITERS = (write_figures, write_chart_tables, write_raw_pages, write_layout, write_annotation, write_kept_pages,
+           write_markdown)
 
 
 def write_document(job: Job, pages: list[ParsedPage], options: ConvertOptions,

@@ -1,0 +1,64 @@
+"""Preprocessing workers are watched: a worker that dies or sticks costs its page at most, never
+the run. Real spawned workers (pebble), pages made by callables that misbehave in the worker."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dsocr_cli.engine.feeder import Feeder, close_pool, worker_pool
+from dsocr_cli.preprocess import MODES
+from dsocr_cli.requests import OcrRequest
+from dsocr_cli.tokenizer import Tokenizer
+
+
+class Page:
+    """A page made in the worker: `kill` kills the worker (once when `once` names a marker file
+    that is not there yet, else always), `hang` sleeps far past any limit."""
+
+    def __init__(self, fault: str | None = None, once: Path | None = None):
+        self.fault, self.once = fault, once
+
+    def __call__(self) -> Image.Image:
+        if self.fault == "kill" and (self.once is None or not self.once.exists()):
+            if self.once is not None:
+                self.once.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fault == "hang":
+            time.sleep(600)
+        return Image.new("RGB", (64, 48), "white")
+
+
+def prepare(pages: list[Page], timeout: float = 120.0):
+    pool = worker_pool(2)
+    try:
+        requests = [OcrRequest(page, "<image>\nFree OCR.", MODES["tiny"], key=i) for i, page in enumerate(pages)]
+        feeder = Feeder(requests, Tokenizer.bundled(), pool, timeout=timeout)
+        out = []
+        while not feeder.done:
+            out += feeder.take(8, wait=True)
+        return out
+    finally:
+        close_pool(pool)
+
+
+def test_a_worker_killed_once_costs_nothing_and_one_always_killed_fails_its_page_alone(tmp_path):
+    started = time.monotonic()
+    out = prepare([Page(), Page("kill", once=tmp_path / "killed"), Page(), Page("kill"), Page()])
+    assert [p.request.key for p in out] == [0, 1, 2, 3, 4]
+    assert [p.error is None for p in out] == [True, True, True, False, True]
+    assert "preprocessing worker died preparing the page, 2 times (exit code -9)" in out[3].error
+    assert out[1].page_size == (64, 48)
+    assert time.monotonic() - started < 60
+
+
+def test_a_stuck_worker_is_stopped_and_its_page_fails_with_the_reason():
+    started = time.monotonic()
+    out = prepare([Page(), Page("hang"), Page()], timeout=2)
+    assert [p.error for p in out][0::2] == [None, None]
+    assert out[1].error == "preparing the page took over 2 s: its worker was stopped"
+    assert time.monotonic() - started < 60
