@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
+
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:  # numpy and torch load where pixels are made: the CLI starts without them
+    import torch
 
 PATCH = 16          # SAM patch size
 COMPRESSION = 4     # two stride-2 convolutions after SAM: 16 px patches -> one token per 64 px
@@ -101,6 +104,8 @@ def _grey8(image: Image.Image) -> Image.Image:
 
     Mode "I" (32-bit) does not say its depth: it is taken as 16-bit when a sample exceeds 255.
     """
+    import numpy as np
+
     arr = np.asarray(image, dtype=np.float64)
     if image.mode.startswith("I;16") or (image.mode == "I" and arr.max() > 255):
         arr = arr / 257.0
@@ -116,6 +121,9 @@ def orient(image: Image.Image) -> Image.Image:
 
 def pixels(image: Image.Image) -> torch.Tensor:
     """RGB image -> 3 x H x W uint8 (normalised later, where the model runs: 4x less to move)."""
+    import numpy as np
+    import torch
+
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
@@ -144,6 +152,9 @@ def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
         view = ImageOps.pad(image, (side, side), color=PAD_COLOUR)
     tiles = None
     if grid != (1, 1):
+        import torch
+
+
         w_t, h_t = grid
         resized = image.resize((TILE * w_t, TILE * h_t), Image.Resampling.BICUBIC)
         tiles = torch.stack([pixels(resized.crop((c * TILE, r * TILE, (c + 1) * TILE, (r + 1) * TILE)))

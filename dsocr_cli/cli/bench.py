@@ -9,11 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .. import checkpoint
-from ..bench import random_weight_model, run_bench, run_scaling
-from ..engine.multi import engine_devices
 from ..errors import DsocrError
-from ..runner import open_model, preprocess_workers
 from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, ModeOpt, mode_of, print_json, warn
 
 
@@ -35,6 +31,11 @@ def bench(
                        "(one engine each, as convert --gpus), and the speed-up.")] = None,
 ) -> None:
     """Throughput on synthetic pages: pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
+    from .. import checkpoint  # torch and the engine: imported when the bench runs, not for --help
+    from ..bench import random_weight_model, run_bench, run_scaling
+    from ..engine.multi import engine_devices
+    from ..runner import open_model, preprocess_workers
+
     if batch != "auto" and not batch.isdigit():
         raise DsocrError("--batch takes auto or a number")
     max_batch = None if batch == "auto" else int(batch)

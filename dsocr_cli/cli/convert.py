@@ -12,9 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import checkpoint, prompts, saved, storage
+from .. import prompts, saved, storage
 from .. import convert as pipeline
-from ..checkpoint import model_name
 from ..documents import DPI, DocumentError, expand_inputs, open_document
 from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
@@ -23,7 +22,7 @@ from ..prompts import load_prompt
 from ..requests import Runner
 from ..shard import parse_shard
 from ..writers import is_done, is_folder, plan_outputs
-from .common import PromptFileOpt, mode_of, resolve_prompt, stderr, warn
+from .common import PromptFileOpt, choices, mode_of, resolve_prompt, stderr, warn
 from .options import GUARDED, ModelChoice, model_options
 
 
@@ -41,8 +40,8 @@ def convert(
     prompt_file: PromptFileOpt = None,
     pages: Annotated[Optional[str], typer.Option("--pages", help="Pages to convert, 1-based: 1-3,7,10-")] = None,
     dpi: Annotated[int, typer.Option("--dpi", min=36, max=600, help="Resolution PDF pages are rendered at.")] = DPI,
-    tables: Annotated[str, typer.Option("--tables", help="auto (HTML only with merged cells), html or markdown.")] = "auto",
-    math: Annotated[str, typer.Option("--math-delimiters", help="dollars ($..$ and $$..$$) or latex (keep the LaTeX delimiters the model wrote).")] = "dollars",
+    tables: Annotated[str, typer.Option("--tables", metavar=choices(TABLE_MODES), help="auto (HTML only with merged cells), html or markdown.")] = "auto",
+    math: Annotated[str, typer.Option("--math-delimiters", metavar=choices(MATH_MODES), help="dollars ($..$ and $$..$$) or latex (keep the LaTeX delimiters the model wrote).")] = "dollars",
     keep_headers: Annotated[bool, typer.Option("--keep-headers", help="Keep page headers, footers and page numbers.")] = False,
     page_separator: Annotated[Optional[str], typer.Option(
         "--page-separator", help="Put this between pages ({page}: the next page's number), e.g. '---'.")] = None,
@@ -106,6 +105,8 @@ def convert(
         jobs, reports = _saved_jobs(inputs or [], from_raw, output, options)
         runner = None
     else:
+        from ..checkpoint import model_name  # torch: only where a model runs
+
         if not inputs:
             raise DsocrError("no inputs: give PDFs, images, folders, or - to read paths from stdin")
         if output and storage.is_remote(output):
@@ -173,6 +174,7 @@ def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline
 
 def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool) -> Runner:
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
+    from .. import checkpoint
     from ..engine.multi import MultiRunner, engine_devices
     from ..engine.spec import EngineSpec
     from ..runner import load_runner, open_model, preprocess_workers

@@ -1,17 +1,17 @@
 """`dsocr info`: what a checkpoint's config implies, computed on the meta device (no weights)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..checkpoint import build_empty, official_shapes, resolve_config
-from ..model.ocr import DeepseekOCR
 from ..preprocess import MODES, mode_grid, vision_token_count
 from .common import ModelOpt, print_json
+
+if TYPE_CHECKING:
+    from ..model.ocr import DeepseekOCR
 
 A4_AT_144_DPI = (1190, 1684)
 
@@ -44,6 +44,10 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model sizes, parameter counts, vision tokens per mode and the device, without loading weights."""
+    import torch  # an empty (meta) model counts the parameters
+
+    from ..checkpoint import build_empty, official_shapes, resolve_config
+
     config, source = resolve_config(model)
     net = build_empty(config)
     if keys:
