@@ -21,7 +21,7 @@ from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
 from ..prompts import load_prompt
 from ..requests import Runner
 from ..shard import parse_shard
-from ..writers import is_done, is_folder, plan_outputs
+from ..writers import folder_for_several, is_done, is_folder, plan_outputs
 from .common import PromptFileOpt, choices, mode_of, resolve_prompt, stderr, warn
 from .options import GUARDED, ModelChoice, model_options
 
@@ -33,7 +33,8 @@ def convert(
         help="PDFs, images (png jpg tiff webp bmp gif), folders (searched recursively), or - to read "
              "one path per line from stdin.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it), "
+        "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it; DIR without / "
+                               "too, when it does not exist and has no suffix), "
                                "or - for stdout. Default: beside each input. Inputs and DIR/ may be URIs "
                                "(file://, s3://, ...: what fsspec opens).")] = None,
     no_layout: Annotated[bool, typer.Option("--no-layout", help="Free OCR: no layout blocks, boxes or figures.")] = False,
@@ -65,7 +66,8 @@ def convert(
         "--gpus", help="all or GPU indices (0,1,3): one engine per GPU, each handed pages as it makes room. "
                        "Without CUDA: one CPU engine.")] = None,
     shard: Annotated[Optional[str], typer.Option(
-        "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays).")] = None,
+        "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays); "
+                        "I/A-B for an array numbered A..B, e.g. $SLURM_ARRAY_TASK_ID/1-8.")] = None,
     compile: Annotated[bool, typer.Option(
         "--compile", help="Compile the decode step (torch.compile): 30-50 s more to start, then faster steps "
                           "(README, Speed). Worth it for long runs.")] = False,
@@ -115,6 +117,7 @@ def convert(
         output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
         sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
+        output = folder_for_several(output, sum(s.error is None for s in sources) > 1 or any(s.root for s in sources))
         options = replace(options, meta={"model": model_name(choice.model), **options.meta})
         if output and output != "-" and is_folder(output):
             manifest = Manifest(Path(output), fingerprint(options))
