@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import prompts
-from .checkpoint import ModelConfig, official_config
+from .checkpoint import DEFAULT_MODEL, V2_MODEL, ModelConfig, official_config
 from .engine.engine import Engine, EngineStats
 from .engine.multi import MultiRunner
 from .engine.spec import EngineSpec
@@ -120,10 +120,10 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
     return report
 
 
-def random_weight_model(device: str, dtype: str = "auto") -> tuple[DeepseekOCR, Tokenizer]:
-    """The full-size model with seeded random weights (the same on every device), and the tokenizer."""
+def random_weight_model(device: str, dtype: str = "auto", kind: str = "v1") -> tuple[DeepseekOCR, Tokenizer]:
+    """The full-size model (v1 or v2) with seeded random weights (the same on every device), and the tokenizer."""
     dev = pick_device(device)
-    config = ModelConfig.from_dict(official_config())
+    config = ModelConfig.from_dict(official_config(V2_MODEL if kind == "v2" else DEFAULT_MODEL))
     return random_model(config, 0, dev, pick_dtype(dtype, dev)), Tokenizer.bundled()
 
 

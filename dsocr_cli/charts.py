@@ -18,7 +18,8 @@ from .grounding import strip_grounding
 from .quantities import CellValue, parse_cell, unit_fits
 from .tables import Cell, Table, find_html_tables, find_markdown_tables, parse_html_table, parse_markdown_table, to_pipe_table
 
-_KEY_VALUE = re.compile(r"\s*(?:[-*•]\s+)?(?P<key>[^:：|<>]{1,80}?)\s*[:：]\s*(?P<value>\S.*?)\s*")
+# The key starts with a non-space, so the spaces before it have one reading (no quadratic backtracking).
+_KEY_VALUE = re.compile(r"\s*(?:[-*•]\s+)?(?P<key>[^:：|<>\s][^:：|<>]{0,79}?)\s*[:：]\s*(?P<value>\S(?:.*\S)?)\s*")
 _TITLE_KEYS = {"title", "chart title", "figure title"}
 _HEADER_UNIT = re.compile(r"[(\[]\s*([^()\[\]\d]{1,20}?)\s*[)\]]")   # "Revenue ($M)", "Share [%] / 2023"
 _EMPHASIS = re.compile(r"^(?:#+\s*|\*\*|__)|(?:\*\*|__)$")

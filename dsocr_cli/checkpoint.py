@@ -1,9 +1,11 @@
-"""Find, check and load a checkpoint in the official DeepSeek-OCR layout.
+"""Find, check and load a checkpoint in the official DeepSeek-OCR or DeepSeek-OCR-2 layout
+(or DeepSeek-OCR-2's native transformers layout, mapped name by name to the official one).
 
 A checkpoint is a folder with config.json, tokenizer.json and safetensors weights (one file or
 shards listed by model.safetensors.index.json), or a Hugging Face repo id fetched into the hub
 cache (config, tokenizer and safetensors only: never Python code). Weights are read tensor by
-tensor into a model built on the meta device, so it is never materialised twice.
+tensor into a model built on the meta device, so it is never materialised twice; each tensor
+keeps the dtype its safetensors header gives until it is cast into the model's.
 """
 from __future__ import annotations
 
@@ -12,16 +14,23 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .errors import DsocrError
 from .model.config import ConfigError, ModelConfig
-from .model.ocr import DeepseekOCR
+from .model.native import official_parts
 from .tokenizer import Tokenizer
 
+if TYPE_CHECKING:  # torch and the model load with the weights: reading a config needs neither
+    import torch
+
+    from .model.ocr import DeepseekOCR
+
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+V2_MODEL = "deepseek-ai/DeepSeek-OCR-2"
+BUNDLED_CONFIGS = {DEFAULT_MODEL: "config.json", V2_MODEL: "ocr2-config.json"}
 HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
              "processor_config.json", "model.safetensors.index.json", "*.safetensors"]
 HINT = "set DSOCR_MODEL or pass --model PATH to a folder in the official layout"
@@ -29,6 +38,12 @@ HINT = "set DSOCR_MODEL or pass --model PATH to a folder in the official layout"
 
 class CheckpointError(DsocrError):
     """A checkpoint problem, worded for the user (one line, with what to do)."""
+
+
+class FetchError(CheckpointError):
+    """The hub could not be reached or refused: a failure while running, not a usage error."""
+
+    exit_code = 1
 
 
 def resolve(model: str | None = None) -> Path:
@@ -50,9 +65,9 @@ def _check_repo_id(name: str) -> None:
         raise CheckpointError(f"model folder not found: {name} ({HINT})")
 
 
-def official_config() -> dict:
-    """The released config.json, shipped with dsocr (byte-identical to the hub's)."""
-    return json.loads((files("dsocr_cli.assets") / "config.json").read_text(encoding="utf-8"))
+def official_config(repo: str = DEFAULT_MODEL) -> dict:
+    """A released config.json (v1's or v2's), shipped with dsocr (byte-identical to the hub's)."""
+    return json.loads((files("dsocr_cli.assets") / BUNDLED_CONFIGS[repo]).read_text(encoding="utf-8"))
 
 
 def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
@@ -61,8 +76,8 @@ def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
     path = Path(name).expanduser()
     if path.is_dir():
         return read_config(path), name
-    if name == DEFAULT_MODEL:
-        return ModelConfig.from_dict(official_config()), f"{name} (bundled config.json)"
+    if name in BUNDLED_CONFIGS:
+        return ModelConfig.from_dict(official_config(name)), f"{name} (bundled config.json)"
     _check_repo_id(name)
     from huggingface_hub import hf_hub_download
 
@@ -71,7 +86,7 @@ def resolve_config(model: str | None = None) -> tuple[ModelConfig, str]:
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"could not fetch {name}/config.json ({type(exc).__name__}); {HINT}") from None
+        raise FetchError(f"could not fetch {name}/config.json ({type(exc).__name__}); {HINT}") from None
 
 
 def _download(repo_id: str) -> Path:
@@ -81,7 +96,7 @@ def _download(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except Exception as exc:  # network, auth, offline cache miss: all end the same way for the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); {HINT}") from None
+        raise FetchError(f"could not fetch {repo_id} from the Hugging Face hub ({reason}); {HINT}") from None
 
 
 def read_config(folder: Path) -> ModelConfig:
@@ -90,15 +105,32 @@ def read_config(folder: Path) -> ModelConfig:
         raise CheckpointError(f"{folder} has no config.json ({HINT})")
     try:
         return ModelConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    except (ValueError, ConfigError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: {_one_line(exc)}") from None
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no tokenizer.json ({HINT})")
-    return Tokenizer.from_file(path)
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as exc:  # the tokenizers library raises a bare Exception for a damaged file
+        raise CheckpointError(f"{path} cannot be read ({_one_line(exc)}): it may be truncated; re-download it") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:160] + "…"
+
+
+def _open_weights(path: Path, device: str = "cpu"):
+    """safe_open, with a damaged or truncated file as one line that says what to do."""
+    try:
+        return safe_open(path, framework="pt", device=device)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_one_line(exc)}): "
+                              "it may be truncated; re-download it") from None
 
 
 @dataclass(frozen=True)
@@ -132,11 +164,16 @@ def official_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def weight_files(folder: Path) -> dict[str, Path]:
-    """Official key -> the safetensors file holding it."""
+    """Stored key -> the safetensors file holding it."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = {name: folder / name for name in set(weight_map.values())}
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = {name: folder / name for name in set(weight_map.values())}
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise CheckpointError(f"{index} is not a safetensors index ({_one_line(exc)}); re-download it") from None
+        if any(Path(name).name != name for name in files):
+            raise CheckpointError(f"{index} names a weights file outside {folder}")
         missing = sorted(name for name, f in files.items() if not f.is_file())
         if missing:
             raise CheckpointError(f"{folder} is incomplete: missing {', '.join(missing)} (re-download it; {HINT})")
@@ -146,43 +183,72 @@ def weight_files(folder: Path) -> dict[str, Path]:
         raise CheckpointError(f"{folder} has no .safetensors weights ({HINT})")
     keys = {}
     for shard in shards:
-        with safe_open(shard, framework="pt") as f:
+        with _open_weights(shard) as f:
             keys.update({k: shard for k in f.keys()})
     return keys
 
 
 def build_empty(config: ModelConfig) -> DeepseekOCR:
     """The model on the meta device: shapes and names, no memory."""
+    import torch
+
+    from .model.ocr import build_model
+
     with torch.device("meta"):
-        return DeepseekOCR(config)
+        return build_model(config)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one official tensor is stored: file, stored key, index into the stored tensor."""
+    path: Path
+    key: str
+    index: tuple
+
+
+def weight_sources(folder: Path) -> dict[str, Source]:
+    """Official key -> its source. Native names (and fused experts) are mapped to official ones."""
+    sources = {}
+    for path, keys in _by_file(weight_files(folder)).items():
+        with _open_weights(path) as f:
+            for key in keys:
+                for name, index in official_parts(key, lambda: tuple(f.get_slice(key).get_shape())):
+                    sources[name] = Source(path, key, index)
+    return sources
+
+
+def _by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
+    by_file: dict[Path, list[str]] = {}
+    for key, path in files.items():
+        by_file.setdefault(path, []).append(key)
+    return by_file
 
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
     """Build the model from folder/config.json and fill it from the safetensors weights."""
+    import torch
+
     if dtype == torch.float32:  # fp32 is the exactness mode: no TF32 shortcuts in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     model = build_empty(read_config(folder)).to(dtype).to_empty(device=device)
     layout = checkpoint_layout(model)
-    files = weight_files(folder)
-    missing = [k for k in layout if k not in files]
+    sources = weight_sources(folder)
+    missing = [k for k in layout if k not in sources]
     if missing:
         raise CheckpointError(f"{folder} lacks {len(missing)} of {len(layout)} weights "
                               f"(first: {missing[0]}); it is partial or not a DeepSeek-OCR checkpoint")
     params = dict(model.named_parameters())
-    by_file: dict[Path, list[str]] = {}
-    for key in layout:
-        by_file.setdefault(files[key], []).append(key)
     with torch.no_grad():
-        for path, keys in by_file.items():
-            with safe_open(path, framework="pt", device=str(device)) as f:
+        for path, keys in _by_file({key: sources[key].path for key in layout}).items():
+            with _open_weights(path, str(device)) as f:
                 for key in keys:
-                    slot = layout[key]
+                    slot, source = layout[key], sources[key]
                     target = params[slot.param][slot.index]
-                    tensor = f.get_tensor(key)
+                    tensor = f.get_slice(source.key)[source.index] if source.index else f.get_tensor(source.key)
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise CheckpointError(f"{key} has shape {tuple(tensor.shape)}, config.json implies "
                                               f"{tuple(target.shape)}: config and weights do not match")
-                    target.copy_(tensor)
+                    target.copy_(tensor.to(target.dtype))  # the stored dtype is per tensor (v2 mixes them)
     return model.for_inference()
 

@@ -30,9 +30,15 @@ _FENCED = re.compile(r"```(?:[\w-]*\n)?(.*?)(?:```|$)", re.S)
 _LABELLED = re.compile(r"\bSMILES\b(?:\s+(?:string|notation|code))?\s*(?:[:：=]|\bis\b)\s*(\S+)", re.I)
 _SMILES = re.compile(r"(?=.*[A-Za-z*])[A-Za-z0-9@+\-\[\]()=#$/\\%.:*~]+")
 _STRUCTURE = re.compile(r"[\d()\[\]=#@/\\%+\-]")      # characters English words do not have
+_BONDS = re.compile(r"[()\[\]=#]")                   # branches, bracket atoms, double and triple bonds
 _WRAPPERS = "\"'`“”‘’<>,;:!?"
 _LOG_TIME = re.compile(r"^\[\d\d:\d\d:\d\d\]\s?")
 DRAW_FORMATS = ("svg", "png")
+# RDKit cannot be interrupted mid-call, so its time is bounded by size: a drawing of a page-sized
+# structure has well under 200 atoms, and 1,000 characters parse, check and draw in under a second;
+# a 500-ring or 100,000-atom output would take minutes.
+MAX_SMILES_LENGTH = 1000
+MAX_ATOMS = 200
 
 
 class ChemError(DsocrError):
@@ -81,6 +87,8 @@ def _unwrap(token: str) -> str:
 
 def _plausibility(smiles: str) -> tuple[bool, bool, int]:
     """(sanitizes, parses, atom count): how likely a candidate is the molecule meant."""
+    if len(smiles) > MAX_SMILES_LENGTH:
+        return False, False, 0
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles, sanitize=False)
         valid = mol is not None and Chem.SanitizeMol(mol, catchErrors=True) == Chem.SanitizeFlags.SANITIZE_NONE
@@ -89,8 +97,19 @@ def _plausibility(smiles: str) -> tuple[bool, bool, int]:
 
 def _readable_in_prose(token: str) -> bool:
     """Words such as "ON" or "I" read as SMILES too: letters-only tokens need three valid atoms."""
+    return _reads_as_smiles(token, min_letter_atoms=3)
+
+
+def is_bare_smiles(token: str) -> bool:
+    """Whether a word standing alone is a SMILES and not a word or label ("CNN", "OK", "Logo",
+    "H2O"): structure characters RDKit can read, letters only that make a valid molecule of 5+
+    atoms, or a broken SMILES that still has its shape (6+ characters with branches or bonds)."""
+    return _reads_as_smiles(token, min_letter_atoms=5) or (len(token) >= 6 and _BONDS.search(token) is not None)
+
+
+def _reads_as_smiles(token: str, min_letter_atoms: int) -> bool:
     valid, parses, atoms = _plausibility(token)
-    return parses if _STRUCTURE.search(token) else valid and atoms >= 3
+    return parses if _STRUCTURE.search(token) else valid and atoms >= min_letter_atoms
 
 
 def validate_smiles(smiles: str) -> Molecule:
@@ -109,7 +128,15 @@ def validate_smiles(smiles: str) -> Molecule:
 
 
 def _parse(smiles: str) -> Chem.Mol:
-    """RDKit's default reading (parse, sanitize, stereo perception); its first error otherwise."""
+    """RDKit's default reading (parse, sanitize, stereo perception); its first error otherwise.
+    Too long or too many atoms is an error too, found before the costly steps run."""
+    if len(smiles) > MAX_SMILES_LENGTH:
+        raise ChemError(f"SMILES {_short(smiles)} is {len(smiles):,} characters long; "
+                        f"dsocr checks at most {MAX_SMILES_LENGTH:,}")
+    with rdBase.BlockLogs():
+        bare = Chem.MolFromSmiles(smiles, sanitize=False)
+    if bare is not None and bare.GetNumAtoms() > MAX_ATOMS:
+        raise ChemError(f"SMILES {_short(smiles)} has {bare.GetNumAtoms():,} atoms; dsocr checks at most {MAX_ATOMS}")
     with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as log:
         mol = Chem.MolFromSmiles(smiles)
     if mol is None:

@@ -281,11 +281,25 @@ def parse_pages(spec: str, page_count: int) -> list[int]:
     return sorted(selected)
 
 
+def format_pages(numbers: list[int], most: int = 12) -> str:
+    """Page numbers as --pages would take them, "1-3,7,10-12"; past `most` ranges, the first ones
+    and how many more pages (a 1,237-page list stays one short line)."""
+    ranges: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in ranges[:most]]
+    rest = sum(b - a + 1 for a, b in ranges[most:])
+    return ",".join(shown) + (f" and {rest:,} more" if rest else "")
+
+
 def _page_range(item: str, spec: str, page_count: int) -> tuple[int, int]:
     start, dash, end = item.partition("-")
     start, end = start.strip(), end.strip()
     given = [text for text in (start, end) if text]
-    if not given or not all(text.isdigit() for text in given):
+    if not given or not all(text.isascii() and text.isdigit() and len(text) <= 9 for text in given):
         raise DsocrError(f"--pages {spec!r}: {item!r} is not a page number or range (e.g. 1-3,7,10-)")
     first = int(start) if start else 1
     last = (int(end) if end else page_count) if dash else first

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from .charts import ChartTable, parse_chart, to_markdown
-from .chem import ChemError, Molecule, extract_smiles, validate_smiles
+from .chem import ChemError, Molecule, extract_smiles, is_bare_smiles, validate_smiles
 from .grounding import strip_grounding
 from .markdown import FigureNote
 
@@ -29,13 +29,15 @@ class FigureReading:
 
 def read_figure(raw: str) -> FigureReading:
     """What the figure is, judged from the output alone: a table wins, then a SMILES the output
-    consists of or marks as one; prose that happens to contain a SMILES-like word stays text."""
+    marks as one or consists of (a word needs structure characters or five atoms: "CNN", "OK" and
+    "Logo" are labels); prose that happens to contain a SMILES-like word stays text."""
     text = strip_grounding(raw)
     chart = parse_chart(raw)
     if chart is not None:
         return FigureReading("chart", text, chart=chart)
     smiles = extract_smiles(raw)
-    if smiles is None or not (len(text.split()) == 1 or _MARKED_SMILES.search(raw)):
+    bare = len(text.split()) == 1 and smiles is not None and is_bare_smiles(smiles)
+    if smiles is None or not (bare or _MARKED_SMILES.search(raw)):
         return FigureReading("text", text)
     try:
         return FigureReading("chemistry", text, molecule=validate_smiles(smiles))

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .errors import DsocrError
 from .model.kv_cache import ContiguousKV
 from .model.ocr import DeepseekOCR
 from .preprocess import ImageInput, normalize
@@ -20,14 +21,18 @@ from .requests import GenerationSettings
 EOS, LENGTH, REPETITION = "eos", "length", "repetition"
 
 
-def finish_reason(generated: list[int], eos_id: int, settings: GenerationSettings, looping: bool) -> str | None:
-    """Why generation stops after the last token of `generated`, or None to go on."""
+def finish_reason(generated: list[int], eos_id: int, settings: GenerationSettings, looping: bool,
+                  context_left: int | None = None) -> str | None:
+    """Why generation stops after the last token of `generated`, or None to go on. `context_left`:
+    the positions the model has after the prompt (max_position_embeddings - prompt): a page that
+    reaches it stops as `length`, as at max_new_tokens (the model cannot see further back)."""
     if not settings.ignore_eos:
         if generated[-1] == eos_id:
             return EOS
         if looping:
             return REPETITION
-    return LENGTH if len(generated) >= settings.max_new_tokens else None
+    limit = settings.max_new_tokens if context_left is None else min(settings.max_new_tokens, context_left)
+    return LENGTH if len(generated) >= limit else None
 
 
 @dataclass
@@ -100,7 +105,8 @@ def generate(model: DeepseekOCR, prompt_ids: list[int], image_mask: list[bool], 
             scores.append(float(torch.log_softmax(logits, dim=-1)[token]))
         if on_token is not None:
             on_token(token)
-        finish = finish_reason(generated, eos_id, settings, is_looping(generated, settings.loop_span))
+        finish = finish_reason(generated, eos_id, settings, is_looping(generated, settings.loop_span),
+                               dec.max_position_embeddings - n_prompt)
         if finish:
             break
         x = model.embed(torch.tensor([[token]], device=device))

@@ -11,10 +11,12 @@ records what it could not read instead of failing.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 GRID = 999
+MAX_BOXES = 500                  # per page: far more than any real page has
 Box = tuple[int, int, int, int]
 
 _REF = re.compile(r"<\|ref\|>(.*?)<\|/ref\|>", re.S)
@@ -43,27 +45,40 @@ class Block:
 
 
 def parse_boxes(det: str) -> tuple[list[Box], list[str]]:
-    """Integer boxes from a <|det|> payload, clamped to the grid; problems noted, nothing guessed."""
+    """Integer boxes from a <|det|> payload, clamped to the grid; problems noted, nothing guessed.
+    A coordinate too large for a float (310+ digits) makes a bad box, dropped and noted."""
     boxes, problems = [], []
     for match in _BOX.finditer(det):
-        values = [round(float(v)) for v in match.groups()]
+        written = match.group(0) if len(match.group(0)) <= 60 else match.group(0)[:60] + "…"
+        values = [float(v) for v in match.groups()]
+        if not all(map(math.isfinite, values)):
+            problems.append(f"box {written} has a coordinate no page can hold, dropped")
+            continue
+        values = [round(v) for v in values]
         if any(v < 0 or v > GRID for v in values):
-            problems.append(f"box {match.group(0)} out of range, clamped")
+            problems.append(f"box {written} out of range, clamped")
         x1, y1, x2, y2 = (min(max(v, 0), GRID) for v in values)
         boxes.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
     leftover = _BOX.sub("", det).strip(" ,[]\n")
-    if leftover or not boxes:
+    if leftover or not (boxes or problems):
         problems.append(f"unreadable box data {det.strip()[:60]!r}")
     return boxes, problems
 
 
 def parse_blocks(raw: str) -> list[Block]:
-    """Blocks in output order. Text before the first tag becomes an unboxed `text` block."""
+    """Blocks in output order. Text before the first tag becomes an unboxed `text` block.
+    Past MAX_BOXES boxes on a page, further boxes are dropped and noted (figures cost a crop each)."""
     starts = [m.start() for m in re.finditer(r"<\|ref\|>", raw)]
     head = raw[:starts[0]] if starts else raw
     blocks = [Block("text", [], _clean(head))] if head.strip() else []
+    budget = MAX_BOXES
     for start, end in zip(starts, starts[1:] + [len(raw)]):
-        blocks.append(_parse_block(raw[start:end]))
+        block = _parse_block(raw[start:end])
+        if len(block.boxes) > budget:
+            block.problems.append(f"{len(block.boxes) - budget} box(es) past {MAX_BOXES} on the page, dropped")
+            block.boxes = block.boxes[:budget]
+        budget -= len(block.boxes)
+        blocks.append(block)
     return blocks
 
 

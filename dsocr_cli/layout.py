@@ -32,6 +32,8 @@ from .grounding import to_pixels
 from .pages import ParsedPage
 
 VERSION = 1
+MAX_PAGE = 1_000_000            # page numbers and sides a layout file may give (a real one is far below)
+MAX_SIDE = 1_000_000
 
 
 def page_layout(page: ParsedPage, problems: list[str] = ()) -> dict:
@@ -51,6 +53,11 @@ def document_layout(source: str, pages: list[dict], **meta) -> dict:
     return {"version": VERSION, "source": source, "meta": meta, "pages": pages}
 
 
+def _whole(value) -> bool:
+    """A positive int as JSON gives it (true and false are ints to Python, not here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def raw_pages_from_layout(doc: dict) -> list[tuple[int, str, str, tuple[int, int] | None, str | None]]:
     """(page_number, raw, finish_reason, size, error) per page of a layout document, checked.
 
@@ -68,11 +75,14 @@ def raw_pages_from_layout(doc: dict) -> list[tuple[int, str, str, tuple[int, int
             if not (failed and size is None):
                 width, height = size
                 size = (width, height)
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, AttributeError):
             raise DsocrError(f"layout file: page entry {n} lacks 'page', 'raw' or a [width, height] 'size'") from None
-        if not (isinstance(number, int) and isinstance(raw, str) and isinstance(reason, str)
-                and (size is None or all(isinstance(v, int) and v > 0 for v in size))):
+        if not (_whole(number) and isinstance(raw, str) and isinstance(reason, str)
+                and (size is None or all(_whole(v) for v in size))):
             raise DsocrError(f"layout file: page entry {n} has a wrong type in 'page', 'raw', 'finish_reason' or 'size'")
-        problems = page.get("problems") or ["failed"]
-        pages.append((number, raw, reason, size, str(problems[0]) if failed else None))
+        if not (1 <= number <= MAX_PAGE and (size is None or max(size) <= MAX_SIDE)):
+            raise DsocrError(f"layout file: page entry {n} has page {number} or size {list(size or [])} out of range")
+        problems = page.get("problems")
+        problem = problems[0] if isinstance(problems, list) and problems else "failed"
+        pages.append((number, raw, reason, size, str(problem) if failed else None))
     return pages

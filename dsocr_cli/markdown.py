@@ -21,6 +21,7 @@ from PIL import Image
 from .errors import DsocrError
 from .grounding import Box, to_pixels
 from .pages import ParsedPage, crop_figures, plain_text
+from .safe_links import defuse_links
 from .tables import Table, find_html_tables, parse_html_table, to_html_table, to_pipe_table
 
 # Page furniture. Published DeepSeek-OCR outputs use the labels text, title, sub_title, image,
@@ -34,12 +35,18 @@ _FENCE_OPEN = re.compile(r" {0,3}(`{3,}|~{3,})")
 # A `<` that Markdown would read as HTML is escaped unless it opens one of the inline tags the model
 # uses for formatting or an autolink: OCR'd text such as `<username>` must stay visible, and
 # <script>, <pre> or <!-- would swallow the Markdown that follows.
-_STRAY_HTML = re.compile(r"<(?=[A-Za-z/!?])(?!/?(?:sup|sub|br|b|i|u|s|em|strong|small|mark|del|ins|code|kbd|span)\b[^<>]*>"
-                         r"|[A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*>|[^\s<>@/]+@[^\s<>]+>)", re.I)
+# Only bare tags pass (an attribute could carry a script) and only http(s)/mailto autolinks.
+_STRAY_HTML = re.compile(r"<(?=[A-Za-z/!?])(?!/?(?:sup|sub|br|b|i|u|s|em|strong|small|mark|del|ins|code|kbd|span)\s*/?>"
+                         r"|(?:https?|mailto):[^\s<>]*>|[^\s<>@/:]+@[^\s<>]+>)", re.I)
 _CENTER = re.compile(r"</?center\s*>", re.I)
 _WITHIN_PARAGRAPH = r"(?:(?!\n\s*\n).)"
-_SPANS = re.compile(rf"(?P<ticks>`+){_WITHIN_PARAGRAPH}+?(?<!`)(?P=ticks)(?!`)"
-                    rf"|\\\((?P<inline>{_WITHIN_PARAGRAPH}*?)\\\)|\\\[(?P<display>{_WITHIN_PARAGRAPH}*?)\\\]", re.S)
+# Math runs to its closer but never past the next opener of its kind (`\\[` is a LaTeX line break,
+# not an opener): an unclosed `\(` then costs a scan to the next one, so 100 KB of them stay linear.
+# A code span opens with a whole run of backticks (possessive), not with every tail of the run.
+_INLINE_BODY = r"(?:(?!\n\s*\n|\\\().)"
+_DISPLAY_BODY = r"(?:(?!\n\s*\n|(?<!\\)\\\[).)"
+_SPANS = re.compile(rf"(?<!`)(?P<ticks>`++){_WITHIN_PARAGRAPH}+?(?<!`)(?P=ticks)(?!`)"
+                    rf"|(?<!\\)\\\((?P<inline>{_INLINE_BODY}*?)\\\)|(?<!\\)\\\[(?P<display>{_DISPLAY_BODY}*?)\\\]", re.S)
 _HEADING = re.compile(r"(#{1,6})(?:[ \t]+|$)")
 
 
@@ -252,7 +259,7 @@ def _display_math(body: str) -> str:
 
 
 def _prose(text: str, dollars: bool) -> str:
-    text = _STRAY_HTML.sub(r"\\<", _colons(text))
+    text = defuse_links(_STRAY_HTML.sub(r"\\<", _colons(text)))
     return re.sub(r"(?<!\\)\$", r"\\$", text) if dollars else text
 
 

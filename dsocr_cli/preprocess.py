@@ -1,24 +1,27 @@
-"""Page image -> model input views, as the official code prepares them, for the five modes.
+"""Page image -> model input views, as the official code prepares them.
 
-tiny/small squash the image to a square; base/large pad it (aspect kept, grey 127); gundam pads a
-1024 global view and, when the image exceeds 640 px on a side, adds 640 px tiles cut from the
-image resized to the tile grid that best matches its aspect ratio.
+DeepSeek-OCR (v1) has five modes: tiny/small squash the image to a square; base/large pad it
+(aspect kept, grey 127); gundam pads a 1024 global view and, when the image exceeds 640 px on a
+side, adds 640 px tiles cut from the image resized to the tile grid that best matches its aspect
+ratio (2..9 tiles). DeepSeek-OCR-2 (v2) has one mode, also called gundam here (the dynamic mode of
+whichever model): the same 1024 global view and 768 px tiles (2..6, when a side exceeds 768).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
+
+from .errors import DsocrError
 
 if TYPE_CHECKING:  # numpy and torch load where pixels are made: the CLI starts without them
     import torch
 
 PATCH = 16          # SAM patch size
 COMPRESSION = 4     # two stride-2 convolutions after SAM: 16 px patches -> one token per 64 px
-TILE = 640          # gundam tile side (fixed in the released code)
+TILE = 640          # v1 gundam tile side (fixed in the released code)
 PAD_COLOUR = (127, 127, 127)  # int(0.5 * 255) per channel
 
 
@@ -28,11 +31,16 @@ class Mode:
     base_size: int   # global view side
     image_size: int  # tile side (gundam) or the view side
     crop: bool       # gundam: tiles
+    model_kind: str = "v1"  # v2: 2..6 tiles, and no newline tokens in the layout
 
     @property
     def squash(self) -> bool:
         """Small views are resized without keeping the aspect ratio (the released behaviour)."""
         return not self.crop and self.image_size <= 640
+
+    @property
+    def max_tiles(self) -> int:
+        return 6 if self.model_kind == "v2" else 9
 
 
 MODES = {m.name: m for m in (
@@ -42,13 +50,29 @@ MODES = {m.name: m for m in (
     Mode("large", 1280, 1280, False),
     Mode("gundam", 1024, TILE, True),
 )}
+V2_MODES = {"gundam": Mode("gundam", 1024, 768, True, "v2")}
+
+
+def modes_for(kind: str) -> dict[str, Mode]:
+    """The modes of a model kind ("v1" or "v2")."""
+    return V2_MODES if kind == "v2" else MODES
+
+
+def resolve_mode(name: str, kind: str) -> Mode:
+    """A mode name for a model kind; v1-only modes asked of v2 fail with one clear line."""
+    modes = modes_for(kind)
+    if name not in modes:
+        if kind == "v2" and name in MODES:
+            raise DsocrError(f"--mode {name} is a DeepSeek-OCR (v1) mode; DeepSeek-OCR-2 has one mode: gundam")
+        raise DsocrError(f"unknown mode {name!r} (use {', '.join(modes)})")
+    return modes[name]
 
 
 def tokens_per_side(size: int) -> int:
     return math.ceil((size // PATCH) / COMPRESSION)
 
 
-def tile_grid(width: int, height: int, min_tiles: int = 2, max_tiles: int = 9) -> tuple[int, int]:
+def tile_grid(width: int, height: int, min_tiles: int = 2, max_tiles: int = 9, tile: int = TILE) -> tuple[int, int]:
     """(tiles across, tiles down) whose aspect ratio is closest to the image's.
 
     Candidates are ordered by tile count; on an exact tie a larger grid wins only when the image
@@ -63,27 +87,42 @@ def tile_grid(width: int, height: int, min_tiles: int = 2, max_tiles: int = 9) -
         diff = abs(aspect - w_t / h_t)
         if diff < best_diff:
             best, best_diff = (w_t, h_t), diff
-        elif diff == best_diff and width * height > 0.5 * TILE * TILE * w_t * h_t:
+        elif diff == best_diff and width * height > 0.5 * tile * tile * w_t * h_t:
             best = (w_t, h_t)
     return best
 
 
 def mode_grid(mode: Mode, width: int, height: int) -> tuple[int, int]:
     """Tile grid (w_t, h_t) for an image; (1, 1) means no tiles."""
-    if not mode.crop or (width <= TILE and height <= TILE):
+    if not mode.crop or (width <= mode.image_size and height <= mode.image_size):
         return (1, 1)
-    return tile_grid(width, height)
+    return tile_grid(width, height, max_tiles=mode.max_tiles, tile=mode.image_size)
 
 
 def vision_token_count(mode: Mode, width: int, height: int) -> int:
-    """Number of `<image>` positions: rows of features + one newline each, tiles, one separator."""
+    """Number of `<image>` positions. v1: rows of features + one newline each, tiles, one separator;
+    v2: the global view's 256, 144 per tile, one separator (257 + 144k)."""
     g = tokens_per_side(mode.base_size if mode.crop else mode.image_size)
-    count = g * (g + 1) + 1
     w_t, h_t = mode_grid(mode, width, height)
-    if (w_t, h_t) != (1, 1):
-        t = tokens_per_side(mode.image_size)
+    tiles = w_t * h_t if (w_t, h_t) != (1, 1) else 0
+    t = tokens_per_side(mode.image_size)
+    if mode.model_kind == "v2":
+        return g * g + 1 + tiles * t * t
+    count = g * (g + 1) + 1
+    if tiles:
         count += (t * h_t) * (t * w_t + 1)
     return count
+
+
+def pad_square(image: Image.Image, side: int) -> Image.Image:
+    """ImageOps.pad to side x side in grey 127, with the released offset round(gap / 2) (half to
+    even, as Pillow 13; older Pillow truncated), whatever Pillow is installed."""
+    resized = ImageOps.contain(image, (side, side), Image.Resampling.BICUBIC)
+    if resized.size == (side, side):
+        return resized
+    out = Image.new("RGB", (side, side), PAD_COLOUR)
+    out.paste(resized, (round((side - resized.width) / 2), round((side - resized.height) / 2)))
+    return out
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -136,7 +175,7 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
 class ImageInput:
     """What the vision encoder needs for one image (uint8 pixels)."""
     global_view: torch.Tensor      # 3 x S x S
-    tiles: torch.Tensor | None     # n x 3 x 640 x 640, row-major, or None
+    tiles: torch.Tensor | None     # n x 3 x t x t (t = 640 v1, 768 v2), row-major, or None
     grid: tuple[int, int]          # (w_t, h_t); (1, 1) without tiles
     token_count: int
 
@@ -149,14 +188,14 @@ def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
         view = image.resize((mode.image_size, mode.image_size), Image.Resampling.BICUBIC)
     else:
         side = mode.base_size if mode.crop else mode.image_size
-        view = ImageOps.pad(image, (side, side), color=PAD_COLOUR)
+        view = pad_square(image, side)
     tiles = None
     if grid != (1, 1):
         import torch
 
-
         w_t, h_t = grid
-        resized = image.resize((TILE * w_t, TILE * h_t), Image.Resampling.BICUBIC)
-        tiles = torch.stack([pixels(resized.crop((c * TILE, r * TILE, (c + 1) * TILE, (r + 1) * TILE)))
+        t = mode.image_size
+        resized = image.resize((t * w_t, t * h_t), Image.Resampling.BICUBIC)
+        tiles = torch.stack([pixels(resized.crop((c * t, r * t, (c + 1) * t, (r + 1) * t)))
                              for r in range(h_t) for c in range(w_t)])
     return ImageInput(pixels(view), tiles, grid, vision_token_count(mode, width, height))

@@ -17,10 +17,11 @@ _CURRENCY = rf"{_SYMBOL}|(?:{_CODES})(?=\s)"                      # a code only 
 _LETTER = r"[^\W\d_]"
 _UNIT = rf"%|‰|°?{_LETTER}(?:{_LETTER}|[/.·²³' -]){{0,14}}|°"  # kg, m/s, bn, °C, per cent, USD
 _QUANTITY = re.compile(
-    rf"(?P<sign>[-+])?\s*(?P<prefix>{_CURRENCY})?\s*(?P<sign2>[-+])?"
+    rf"(?P<sign>[-+])?\s*(?:(?P<prefix>{_CURRENCY})\s*)?(?P<sign2>[-+])?"
     r"(?P<digits>\d(?:[\d,.' \u00a0\u202f\u2009]*\d)?|\.\d+)(?P<exponent>[eE][-+]?\d+)?"
     rf"(?P<space>\s*)(?P<suffix>{_UNIT})?")
 _ORDINALS = {"st", "nd", "rd", "th"}
+MAX_CELL = 120          # characters: a longer cell is prose, never a quantity (and bounds the regex work)
 
 _PLAIN = re.compile(r"\d+(?:\.\d+)?|\.\d+")                                   # 1234, 1234.5, .5
 _GROUPED_POINT = re.compile(r"[1-9]\d{0,2}(?:([, '])\d{3})(?:\1\d{3})*(?:\.\d+)?")  # 1,234.5  1 234  1'234
@@ -51,6 +52,8 @@ def unit_fits(cell_unit: str | None, column_unit: str | None) -> bool:
 def parse_cell(text: str) -> CellValue:
     """The cell's number and unit when its text reads as exactly one quantity."""
     body = text.strip().replace("\u2212", "-")
+    if len(body) > MAX_CELL:
+        return CellValue(text)
     negate = body.startswith("(") and body.endswith(")")      # accounting negative: (1,234)
     if negate:
         body = body[1:-1].strip()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
+from .errors import DsocrError
 from .tokenizer import EOS_TEXT, Tokenizer
 
 if TYPE_CHECKING:
@@ -29,6 +30,13 @@ class GenerationSettings:
     loop_span: int = 512          # stop as `repetition` when this many tokens repeat a block of
     #                               at most loop_span // 4 tokens; 0 turns it off
     ignore_eos: bool = False      # benchmarks: every page runs to max_new_tokens
+
+    def __post_init__(self):
+        if self.ngram_size > 0 and self.ngram_window < self.ngram_size:
+            raise DsocrError(f"--ngram-window {self.ngram_window} is shorter than --ngram-size {self.ngram_size}: "
+                             "the window must hold a whole n-gram (or use --ngram-size 0 to turn the guard off)")
+        if self.max_new_tokens < 1:
+            raise DsocrError(f"--max-new-tokens {self.max_new_tokens}: give at least 1")
 
 
 @dataclass(frozen=True)

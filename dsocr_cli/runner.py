@@ -25,8 +25,12 @@ def pick_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise DsocrError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DsocrError(f"--device {name}: dsocr runs on cpu or cuda (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DsocrError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DsocrError(f"--device {name}: this host has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -58,10 +62,13 @@ def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", lo
 
     net, tokenizer = open_model(model, device, dtype)
     workers = preprocess_workers(net.lm_head.weight.device) if pages is None or pages > 1 else 0
-    if pages is not None:
-        max_batch = min(max_batch or pages, pages)
+    if pages is not None:  # a small run gets a small engine; a huge one no more rows than a GPU could use
+        max_batch = min(max_batch or pages, pages, MAX_ROWS)
     return Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
                   max_batch=max_batch, workers=workers, compile=compile)
+
+
+MAX_ROWS = 256   # the engine's own ceiling when it sizes the batch from the KV cache
 
 
 def preprocess_workers(device: torch.device | str, engines: int = 1) -> int:

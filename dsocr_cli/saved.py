@@ -18,7 +18,8 @@ from .layout import raw_pages_from_layout
 from .pages import UNFINISHED, ParsedPage
 from .writers import Target
 
-_PAGE_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+_PAGE_NUMBER = re.compile(r"([0-9]+)(?![\s\S]*[0-9])")
+MAX_SAVED_PAGE = 1_000_000
 
 
 def read_saved(path: Path) -> tuple[str | None, dict[int, ParsedPage]]:
@@ -38,6 +39,8 @@ def read_saved(path: Path) -> tuple[str | None, dict[int, ParsedPage]]:
             if match is None:
                 raise DsocrError(f"--from-raw {path}: {file.name} has no page number in its name (e.g. page-0003.txt)")
             number = int(match.group(1))
+            if not 1 <= number <= MAX_SAVED_PAGE:
+                raise DsocrError(f"--from-raw {path}: {file.name} names page {number}, not one of 1..{MAX_SAVED_PAGE:,}")
             if number in numbered:
                 raise DsocrError(f"--from-raw {path}: two files for page {number}")
             numbered[number] = ParsedPage(number, _read_text(file), reason if reason in UNFINISHED else "eos")
@@ -51,6 +54,8 @@ def read_saved(path: Path) -> tuple[str | None, dict[int, ParsedPage]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DsocrError(f"--from-raw {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DsocrError(f"--from-raw {path}: JSON nested too deeply to be a layout file") from None
     pages = {}
     for number, raw, reason, size, error in raw_pages_from_layout(doc):
         pages[number] = ParsedPage(number, raw, reason, size, error)
@@ -61,14 +66,16 @@ def saved_job(saved: dict[int, ParsedPage], source: Source, target: Target, docu
               pages: str | None) -> Job:
     """A job rendering saved outputs; with the input document, its pages give sizes and figures."""
     numbers = sorted(saved)
+    if not numbers:
+        raise DsocrError("the saved output has no pages")
     if pages:
         wanted = set(parse_pages(pages, max(numbers)))
         numbers = [n for n in numbers if n in wanted]
+    if not numbers:
+        raise DsocrError(f"--pages {pages} selects none of the saved pages")
     if document is not None and numbers[-1] > document.page_count:
         raise DsocrError(f"the saved output has page {numbers[-1]}, but {source.path} has "
                          f"{document.page_count} pages")
-    if not numbers:
-        raise DsocrError(f"--pages {pages} selects none of the saved pages")
     return Job(source, target, numbers, document, {n: saved[n] for n in numbers})
 
 
@@ -82,8 +89,11 @@ def _read_text(path: Path) -> str:
 
 
 def source_for(name: str) -> Source:
-    """A stand-in input for saved outputs read without their document (names the outputs)."""
-    return Source(Path(name), PurePath(PurePath(name).name))
+    """A stand-in input for saved outputs read without their document (names the outputs); a
+    recorded name is data: only its last part names them ("/", ".." and "" give "document")."""
+    base = PurePath(name).name
+    base = base if base not in ("", ".", "..") else "document"
+    return Source(Path(base), PurePath(base))
 
 
 def image_outputs(folder: Path) -> list[Path]:

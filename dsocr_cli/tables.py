@@ -13,6 +13,10 @@ from html.parser import HTMLParser
 
 _TABLE = re.compile(r"<table\b.*?(?:</table>|$)", re.S | re.I)
 _PIPE_SEPARATOR = r"\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)*\|?"
+# A `<` that no `>` closes before the next `<` is text: the standard parser rescans an unfinished
+# tag to the end of the input for each one (quadratic on `<td <td <td ...`).
+_OPEN_LT = re.compile(r"<(?![^<>]*>)")
+MAX_GRID = 100_000      # positions spans may make a table's grid cover (beyond its own cells)
 _PIPE_TABLE = re.compile(r"^[ \t]*\|.*\n[ \t]*" + _PIPE_SEPARATOR + r"[ \t]*$(?:\n[ \t]*\|.*)*", re.M)
 
 
@@ -33,21 +37,27 @@ class Table:
         return any(c.rowspan > 1 or c.colspan > 1 for row in self.rows for c in row)
 
     def grid(self, repeat_spans: bool = True) -> list[list[str]]:
-        """A rectangular grid; a merged cell fills every position it covers (or only its first)."""
+        """A rectangular grid; a merged cell fills every position it covers (or only its first).
+
+        Spans are clamped in total, not per cell: a rowspan stops at the last row (as in HTML) and a
+        colspan stops where the grid would pass MAX_GRID positions, so ten cells of rowspan=colspan
+        =1000 cost what the cells themselves do."""
         placed: dict[tuple[int, int], str] = {}
+        height = len(self.rows)
+        columns = max(max(map(len, self.rows), default=0), MAX_GRID // max(height, 1))
         for r, row in enumerate(self.rows):
             c = 0
             for cell in row:
                 while (r, c) in placed:
                     c += 1
-                for dr in range(cell.rowspan):
-                    for dc in range(cell.colspan):
+                colspan = max(1, min(cell.colspan, columns - c))
+                for dr in range(min(cell.rowspan, height - r)):
+                    for dc in range(colspan):
                         first = dr == 0 and dc == 0
                         placed[(r + dr, c + dc)] = cell.text if (first or repeat_spans) else ""
-                c += cell.colspan
+                c += colspan
         if not placed:
             return []
-        height = max(r for r, _ in placed) + 1
         width = max(c for _, c in placed) + 1
         return [[placed.get((r, c), "") for c in range(width)] for r in range(height)]
 
@@ -92,6 +102,8 @@ class _TableParser(HTMLParser):
 
 
 def _span(value: str | None) -> int:
+    if value is None:
+        return 1
     try:
         return max(1, min(int(str(value).strip()), 1000))
     except ValueError:
@@ -100,7 +112,7 @@ def _span(value: str | None) -> int:
 
 def parse_html_table(text: str) -> Table:
     parser = _TableParser()
-    parser.feed(text)
+    parser.feed(_OPEN_LT.sub("&lt;", text))
     parser.close()
     parser.table.rows = [row for row in parser.table.rows if row]
     return parser.table

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsocr_cli.checkpoint import official_config
+from dsocr_cli.checkpoint import V2_MODEL, official_config
 from dsocr_cli.cli import main
 from dsocr_cli.random_weights import write_checkpoint
 
@@ -32,6 +32,28 @@ def tiny_config() -> dict:
     config["vision_config"] = TINY_VISION
     config["projector_config"].update(input_dim=64 + 64, n_embed=64)
     return config
+
+
+TINY_V2_VISION = {"model_name": "deepencoderv2", "width": {
+    "sam_vit_b": {"width": 32, "layers": 2, "heads": 2, "global_attn_indexes": [1],
+                  "downsample_channels": [32, 1024], "neck_channels": 32},  # 1024: stale, as released
+    "qwen2-0-5b": {"dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate_size": 96}}}
+
+
+def tiny_v2_config() -> dict:
+    """The released DeepSeek-OCR-2 config.json with every size shrunk."""
+    config = copy.deepcopy(official_config(V2_MODEL))
+    config.update(TINY_DECODER)
+    config["language_config"].update(TINY_DECODER)
+    config["vision_config"] = TINY_V2_VISION
+    config["projector_config"].update(input_dim=64, n_embed=64)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_checkpoint(tmp_path_factory):
+    """A tiny DeepSeek-OCR-2 checkpoint in the official layout."""
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-ocr2"), tiny_v2_config(), seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ def test_a_killed_engine_loses_only_documents_in_flight_and_the_rerun_completes(
     tokens = ("--max-new-tokens", "16")
     manifest = out / MANIFEST_NAME
     run, stderr = kill_an_engine_after_the_first_document(scale_folder, out, tiny_checkpoint, engines=1)
-    assert run.returncode == 2 and "stopped (exit code -9)" in stderr, stderr
+    assert run.returncode == 1 and "stopped (exit code -9)" in stderr, stderr
     first = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert 1 <= len(first) < 6 and all(e["state"] == "done" for e in first)
     kept = {e["document"]: (out / e["document"]).with_suffix(".md").stat().st_mtime_ns for e in first}

@@ -101,4 +101,4 @@ def test_model_knows_nothing_of_the_engine():
 
 
 def test_the_seam_is_the_bottom():
-    assert GRAPH["requests"] <= {"tokenizer", "preprocess"}, GRAPH["requests"]
+    assert GRAPH["requests"] <= {"errors", "tokenizer", "preprocess"}, GRAPH["requests"]

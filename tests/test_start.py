@@ -45,7 +45,7 @@ def imported_by(*args, cwd=None) -> tuple[int, set[str], str]:
 
 
 def test_help_and_version_import_nothing_heavy():
-    for args in (("--help",), ("-h",), ("--version",)):
+    for args in (("--help",), ("-h",), ("--version",), ()):
         code, heavy, err = imported_by(*args)
         assert code == 0 and not heavy, (args, heavy, err)
 

@@ -78,12 +78,31 @@ def ray_address_given(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """Bare `dsocr` is a request for help (exit 0); Ctrl-C is `dsocr: interrupted`, exit 130 (Typer
+    turns KeyboardInterrupt into a silent exit 130, found here by what caused it)."""
     warnings.showwarning = _warning_line
     try:
-        app(args=ray_address_given(sys.argv[1:]))
+        app(args=ray_address_given(sys.argv[1:]) or ["--help"])
     except DsocrError as exc:
         sys.stderr.write(f"dsocr: error: {exc}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("dsocr: interrupted\n")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if _caused_by_interrupt(exc):
+            _interrupted()
+        raise
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _interrupted() -> None:
+    sys.stderr.write("dsocr: interrupted\n")
+    sys.exit(130)

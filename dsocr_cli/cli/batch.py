@@ -47,8 +47,8 @@ class Batch(ImageBatch):
                       disable=not stderr.is_terminal or on_text is not None or self.from_raw is not None,
                       transient=True) as progress:
             task = progress.add_task("images", total=sum(r.error is None for r in self.readings))
-            super().read(prompt, mode_of(choice.mode), partial(_open_runner, choice), on_text,
-                         lambda: progress.advance(task))
+            mode = None if self.from_raw is not None else mode_of(choice.mode, choice.model)  # saved output: no model
+            super().read(prompt, mode, partial(_open_runner, choice), on_text, lambda: progress.advance(task))
 
     def emit(self, answer_of: Callable[[Reading], Answer], as_json: bool) -> None:
         """Every reading's answer to stdout or its file, problems on stderr; exit 1 if any failed."""

@@ -10,12 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import DsocrError
-from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, ModeOpt, mode_of, print_json, warn
+from ..preprocess import resolve_mode
+from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, model_kind_of, print_json, warn
 
 
 def bench(
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Full-size model with seeded random weights (no download).")] = False,
-    mode: ModeOpt = ModeName.base,
+    model_kind: Annotated[str, typer.Option("--model-kind", help="With --random-weights: v1 (DeepSeek-OCR) or v2 (DeepSeek-OCR-2).")] = "v1",
+    mode: Annotated[Optional[ModeName], typer.Option("--mode", help="Default: base for DeepSeek-OCR, gundam (its one mode) for DeepSeek-OCR-2.")] = None,
     pages: Annotated[int, typer.Option("--pages", min=1, help="Synthetic A4 pages to convert.")] = 512,
     output_tokens: Annotated[int, typer.Option("--output-tokens", min=1, help="Tokens generated per page (EOS ignored).")] = 1000,
     batch: Annotated[str, typer.Option("--batch", help="Rows decoded together: auto (from free GPU memory) or N.")] = "auto",
@@ -31,30 +33,35 @@ def bench(
                        "(one engine each, as convert --gpus), and the speed-up.")] = None,
 ) -> None:
     """Throughput on synthetic pages: pages/s, tokens/s, first-token latency, vision and decode cost, memory."""
-    from .. import checkpoint  # torch and the engine: imported when the bench runs, not for --help
-    from ..bench import random_weight_model, run_bench, run_scaling
+    from .. import checkpoint
+    from ..bench import random_weight_model, run_bench, run_scaling  # torch: when the bench runs, not for --help
     from ..engine.multi import engine_devices
     from ..runner import open_model, preprocess_workers
 
     if batch != "auto" and not batch.isdigit():
         raise DsocrError("--batch takes auto or a number")
     max_batch = None if batch == "auto" else int(batch)
-    load = partial(random_weight_model, dtype=dtype) if random_weights else partial(open_model, checkpoint.resolve(model), dtype=dtype)
+    if model_kind not in ("v1", "v2"):
+        raise DsocrError("--model-kind takes v1 or v2")
+    kind = model_kind if random_weights else model_kind_of(model)
+    chosen = resolve_mode((mode or (ModeName.gundam if kind == "v2" else ModeName.base)).value, kind)
+    load = (partial(random_weight_model, dtype=dtype, kind=kind) if random_weights
+            else partial(open_model, checkpoint.resolve(model), dtype=dtype))
     start = time.perf_counter()
     if gpus is not None:
         if device != "auto":
             raise DsocrError("--device does not go with --gpus: it picks the devices")
-        report = run_scaling(load, engine_devices(gpus), mode_of(mode), pages, output_tokens, max_batch, compile)
+        report = run_scaling(load, engine_devices(gpus), chosen, pages, output_tokens, max_batch, compile)
     else:
         net, tokenizer = load(device)
         load_s = time.perf_counter() - start
         if net.lm_head.weight.device.type != "cuda":
             warn("benchmarking on the CPU: expect seconds per token")
-        report = run_bench(net, tokenizer, mode_of(mode), pages, output_tokens, max_batch, baseline,
+        report = run_bench(net, tokenizer, chosen, pages, output_tokens, max_batch, baseline,
                            preprocess_workers(net.lm_head.weight.device), profile, compile)
         report["load_s"] = load_s
         report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
-    report["model"] = "random weights (full size)" if random_weights else checkpoint.model_name(model)
+    report["model"] = f"random weights (full size {kind})" if random_weights else checkpoint.model_name(model)
     if as_json:
         print_json(report)
         return

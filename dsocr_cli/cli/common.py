@@ -11,9 +11,10 @@ import typer
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 
+
 from ..errors import DsocrError
 from ..requests import GenerationSettings
-from ..preprocess import MODES, Mode, orient, to_rgb, vision_token_count
+from ..preprocess import MODES, Mode, orient, resolve_mode, to_rgb, vision_token_count
 from ..prompts import load_prompt, prompt_names
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, whatever the width
@@ -35,9 +36,10 @@ def mode_help(modes: dict[str, Mode] = MODES) -> str:
 
 
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", help="Checkpoint folder (official layout) or hub repo id. Default: $DSOCR_MODEL, "
-                    "else deepseek-ai/DeepSeek-OCR (downloaded on first use).")]
-ModeOpt = Annotated[ModeName, typer.Option("--mode", help=mode_help())]
+    "--model", help="Checkpoint folder (official layout) or hub repo id, DeepSeek-OCR or DeepSeek-OCR-2. "
+                    "Default: $DSOCR_MODEL, else deepseek-ai/DeepSeek-OCR (downloaded on first use).")]
+ModeOpt = Annotated[ModeName, typer.Option("--mode", help=mode_help() + " DeepSeek-OCR-2 has one mode, gundam: "
+                                           "1024 + 0 or 2-6 768 px tiles (257-1121 tokens).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a page after this many tokens.")]
@@ -58,8 +60,16 @@ def warn(message: str) -> None:
     stderr.print(f"dsocr: {message}", markup=False)
 
 
-def mode_of(name: ModeName) -> Mode:
-    return MODES[name.value]
+def model_kind_of(model: str | None) -> str:
+    """v1 or v2, from the checkpoint's config.json (bundled for the released repo ids)."""
+    from ..checkpoint import resolve_config
+
+    return resolve_config(model)[0].kind
+
+
+def mode_of(name: ModeName, model: str | None) -> Mode:
+    """The mode --mode names, for the model --model names (v1-only modes fail for v2)."""
+    return resolve_mode(name.value, model_kind_of(model))
 
 
 def read_image(path: Path) -> Image.Image:
@@ -82,6 +92,8 @@ def resolve_prompt(prompt: str | None, prompt_file: Path | None, default: str) -
             return prompt_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise DsocrError(f"cannot read prompt file {prompt_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise DsocrError(f"prompt file {prompt_file} is not UTF-8 text (byte {exc.start})") from None
     return prompt if prompt is not None else load_prompt(default)
 
 

@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import prompts, saved, storage
+from .. import checkpoint, prompts, saved, storage
 from .. import convert as pipeline
-from ..documents import DPI, DocumentError, expand_inputs, open_document
+from ..checkpoint import model_name
+from ..documents import DPI, DocumentError, expand_inputs, format_pages, open_document
 from ..errors import DsocrError
 from ..manifest import Manifest, fingerprint
 from ..markdown import MATH_MODES, TABLE_MODES, RenderOptions
@@ -93,7 +94,7 @@ def convert(
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = prompts.FREE_OCR if no_layout else prompts.DOCUMENT
     options = pipeline.ConvertOptions(
-        mode=mode_of(choice.mode), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
+        mode=mode_of(choice.mode, choice.model), prompt=resolve_prompt(None, prompt_file, prompt_name), dpi=dpi, pages=pages,
         render=RenderOptions(tables=tables, math=math, keep_headers=keep_headers), page_separator=page_separator,
         layout_json=layout_json, annotate=annotate, keep_raw=keep_raw,
         figure_prompt=load_prompt(prompts.PARSE_FIGURE) if parse_figures else None,
@@ -107,8 +108,6 @@ def convert(
         jobs, reports = _saved_jobs(inputs or [], from_raw, output, options)
         runner = None
     else:
-        from ..checkpoint import model_name  # torch: only where a model runs
-
         if not inputs:
             raise DsocrError("no inputs: give PDFs, images, folders, or - to read paths from stdin")
         if output and storage.is_remote(output):
@@ -177,7 +176,6 @@ def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline
 
 def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool) -> Runner:
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
-    from .. import checkpoint
     from ..engine.multi import MultiRunner, engine_devices
     from ..engine.spec import EngineSpec
     from ..runner import load_runner, open_model, preprocess_workers
@@ -257,7 +255,7 @@ def _tell(report: pipeline.DocumentReport, quiet: bool, verbose: bool, console=s
     for failure in report.failed:
         console.print(f"dsocr: {name}: {failure}", markup=False, highlight=False)
     if report.incomplete and not quiet:
-        numbers = ", ".join(map(str, report.incomplete))
+        numbers = format_pages(report.incomplete)
         pages = "page" if len(report.incomplete) == 1 else "pages"
         console.print(f"dsocr: {name}: {pages} {numbers} incomplete (kept, marked in the Markdown)",
                       markup=False, highlight=False)

@@ -14,9 +14,9 @@ from rich.table import Table
 from .. import saved
 from ..errors import DsocrError
 from ..plot import precision_figure, require_matplotlib
-from ..preprocess import MODES, vision_token_count
+from ..preprocess import MODES, resolve_mode, vision_token_count
 from ..requests import OcrRequest
-from .common import print_json, read_image, warn
+from .common import model_kind_of, print_json, read_image, warn
 from .options import GENERATION, LOADING, ModelChoice, model_options
 from .readback import (counting_tokenizer, fmt_distance, fmt_percent, fmt_ratio, free_ocr_prompt, page_numbers,
                        page_scores, read_back, read_text, totals)
@@ -50,6 +50,7 @@ def eval_(
 ) -> None:
     """Score the model's free OCR of known pages, per mode: edit distance, precision, tokens, compression."""
     names = parse_modes(modes)
+    chosen = {m: resolve_mode(m, model_kind_of(choice.model)) for m in names}  # DeepSeek-OCR-2: gundam only
     if plot is not None:
         require_matplotlib()
     if from_raw is not None and save_raw is not None:
@@ -69,7 +70,7 @@ def eval_(
 
         runner = load_runner(choice.model, choice.device, choice.dtype, **choice.settings)
         prompt = free_ocr_prompt()
-        requests = (OcrRequest(read_image(pair.image), prompt, MODES[m], key=(m, i))
+        requests = (OcrRequest(read_image(pair.image), prompt, chosen[m], key=(m, i))
                     for m in names for i, pair in enumerate(pairs))
         results = read_back(runner, requests, len(names) * len(pairs))
         raws = {key: result.text for key, result in results.items()}
@@ -83,7 +84,7 @@ def eval_(
         items = []
         for i, pair in enumerate(pairs):
             item = {"image": str(pair.image),
-                    **page_numbers(tokenizer, pair.truth, vision_token_count(MODES[m], *sizes[i])),
+                    **page_numbers(tokenizer, pair.truth, vision_token_count(chosen[m], *sizes[i])),
                     **page_scores(raws[m, i], pair.truth)}
             if (m, i) in finish:
                 item["finish_reason"] = finish[m, i]

@@ -7,7 +7,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..preprocess import MODES, mode_grid, vision_token_count
+from ..checkpoint import build_empty, official_shapes, resolve_config
+from ..preprocess import mode_grid, modes_for, vision_token_count
 from .common import ModelOpt, print_json
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ def parameter_counts(model: DeepseekOCR) -> dict[str, int]:
         return sum(p.numel() for p in module.parameters())
 
     body, dec = model.model, model.config.decoder
+    v2 = model.config.kind == "v2"
     decoder = count(body.layers) + count(body.norm) + count(model.lm_head)
     unused_experts = sum(count(layer.mlp.experts) * (dec.n_routed_experts - dec.num_experts_per_tok)
                          // dec.n_routed_experts
@@ -30,8 +32,8 @@ def parameter_counts(model: DeepseekOCR) -> dict[str, int]:
     return {
         "total": count(model),
         "sam": count(body.sam_model),
-        "clip": count(body.vision_model),
-        "projector": count(body.projector) + body.image_newline.numel() + body.view_seperator.numel(),
+        **({"deepencoder_v2": count(body.qwen2_model)} if v2 else {"clip": count(body.vision_model)}),
+        "projector": count(body.projector) + (0 if v2 else body.image_newline.numel()) + body.view_seperator.numel(),
         "embedding": count(body.embed_tokens),
         "decoder": decoder,
         "active_per_token": decoder - unused_experts,
@@ -44,9 +46,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model sizes, parameter counts, vision tokens per mode and the device, without loading weights."""
-    import torch  # an empty (meta) model counts the parameters
-
-    from ..checkpoint import build_empty, official_shapes, resolve_config
+    import torch  # for the device; an empty (meta) model counts the parameters
 
     config, source = resolve_config(model)
     net = build_empty(config)
@@ -60,25 +60,28 @@ def info(
         return
     dec = config.decoder
     page = A4_AT_144_DPI
-    tokens = {name: vision_token_count(m, *page) for name, m in MODES.items()}
+    modes = modes_for(config.kind)
+    tokens = {name: vision_token_count(m, *page) for name, m in modes.items()}
+    second = ({"encoder_width": config.encoder.hidden_size, "encoder_layers": config.encoder.layers}
+              if config.encoder else {"clip_width": config.clip.width, "clip_layers": config.clip.layers})
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA device found)"
     facts = {
         "model": source,
+        "kind": config.kind,
         "decoder": {"layers": dec.num_hidden_layers, "hidden": dec.hidden_size, "heads": dec.num_attention_heads,
                     "routed_experts": dec.n_routed_experts, "experts_per_token": dec.num_experts_per_tok,
                     "shared_experts": dec.n_shared_experts, "vocab": dec.vocab_size},
-        "vision": {"sam_width": config.sam.width, "sam_layers": config.sam.layers,
-                   "clip_width": config.clip.width, "clip_layers": config.clip.layers},
+        "vision": {"sam_width": config.sam.width, "sam_layers": config.sam.layers, **second},
         "parameters": parameter_counts(net),
         "vision_tokens_a4_page": tokens,
-        "gundam_tiles_a4_page": list(mode_grid(MODES["gundam"], *page)),
+        "gundam_tiles_a4_page": list(mode_grid(modes["gundam"], *page)),
         "device": device,
     }
     if as_json:
         print_json(facts)
         return
     out = Console()
-    table = Table(title=f"DeepSeek-OCR: {source}", show_header=False)
+    table = Table(title=f"{'DeepSeek-OCR-2' if config.kind == 'v2' else 'DeepSeek-OCR'}: {source}", show_header=False)
     for section, values in facts.items():
         if isinstance(values, dict):
             shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())

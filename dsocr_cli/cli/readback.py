@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from .. import prompts
+from .. import checkpoint, prompts
 from ..errors import DsocrError
 from ..grounding import strip_grounding
 from ..metrics import compression_ratio, mean, normalised_edit_distance, precision
@@ -33,8 +33,6 @@ def read_text(path: Path) -> str:
 def counting_tokenizer(model: str | None) -> Tokenizer:
     """The tokenizer of the model --model (or $DSOCR_MODEL) names; for the released model, the copy
     shipped with dsocr, so counting needs no download."""
-    from .. import checkpoint
-
     if checkpoint.model_name(model) == checkpoint.DEFAULT_MODEL:
         return Tokenizer.bundled()
     return checkpoint.load_tokenizer(checkpoint.resolve(model))

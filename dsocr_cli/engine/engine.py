@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from ..errors import DsocrError
 from ..generate import finish_reason
 from ..model.ocr import DeepseekOCR
 from ..preprocess import normalize
@@ -63,6 +64,16 @@ class EngineStats:
     vision_images: int = 0          # global views + tiles encoded
     vision_seconds: float = 0.0     # measured with a device sync, only when timing=True
     first_token_at: list[float] = field(default_factory=list)  # seconds since run() started, per page
+
+
+def kv_budget(free: int, one_page_bytes: int) -> int:
+    """KV cache bytes out of `free` GPU bytes: 85% less room for vision, prefill and graph buffers
+    (6 GB, or 40% of what is free on a small GPU); an error when not even one page fits."""
+    budget = int(free * 0.85) - min(6 * 1024 ** 3, int(free * 0.4))
+    if budget < one_page_bytes:
+        raise DsocrError(f"the GPU has {free / 1024 ** 3:.1f} GB free, too little for one page's KV cache "
+                         f"({one_page_bytes / 1024 ** 3:.2f} GB); free GPU memory or lower --max-new-tokens")
+    return budget
 
 
 @dataclass
@@ -112,7 +123,7 @@ class Engine:
         dtype = model.lm_head.weight.dtype
         page_bytes = PagePool.bytes_per_page(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, dtype)
         self.table_width = pages_for(MAX_PROMPT + settings.max_new_tokens)
-        num_pages = max(2, (kv_bytes or self._kv_budget()) // page_bytes)
+        num_pages = max(2, (kv_bytes or self._kv_budget(page_bytes)) // page_bytes)
         if max_batch:  # a bounded batch never needs more than full page tables for every row
             num_pages = min(num_pages, max_batch * self.table_width + 1)
         self.pool = PagePool(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, num_pages, dtype, self.device)
@@ -127,10 +138,10 @@ class Engine:
 
     # ---- set-up -------------------------------------------------------------------------------
 
-    def _kv_budget(self) -> int:
+    def _kv_budget(self, page_bytes: int) -> int:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
-            return int(free * 0.85) - 6 * 1024 ** 3  # leave room for vision, prefill and graph buffers
+            return kv_budget(free, (self.table_width + 1) * page_bytes)
         return 512 * 1024 ** 2
 
     def _init_state(self) -> None:
@@ -249,7 +260,8 @@ class Engine:
             need = pages_for(len(prepared.prompt.ids) + 1)
             if group and tokens + len(prepared.prompt.ids) > PREFILL_TOKENS:
                 break
-            longest = pages_for(len(prepared.prompt.ids) + self.live.max_new_tokens)
+            longest = pages_for(min(len(prepared.prompt.ids) + self.live.max_new_tokens,
+                                    self.model.config.decoder.max_position_embeddings))
             # a page that could not finish even with the whole pool to itself would loop forever
             if longest > min(self.pool.num_pages - 1, self.table_width):
                 waiting.popleft()
@@ -288,7 +300,7 @@ class Engine:
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.live, False)
+            done = finish_reason(seq.generated, self.eos, self.live, False, self._context_left(seq))
             if done:
                 yield self._finish(seq, done)
             else:
@@ -422,12 +434,15 @@ class Engine:
         done_rows = []
         for i, seq in enumerate(self.rows):
             self._append(seq, tokens[i], scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.live, loops[i])
+            done = finish_reason(seq.generated, self.eos, self.live, loops[i], self._context_left(seq))
             if done:
                 done_rows.append(i)
                 yield self._finish(seq, done)
         if done_rows:
             self._remove_rows(done_rows)
+
+    def _context_left(self, seq: Sequence) -> int:
+        return self.model.config.decoder.max_position_embeddings - seq.prompt_len
 
     def _append(self, seq: Sequence, token: int, logprob: float | None) -> None:
         seq.generated.append(token)

@@ -22,7 +22,7 @@ import warnings
 from multiprocessing import connection
 from typing import Iterable, Iterator
 
-from ..errors import DsocrError
+from ..errors import DsocrError, RunFailure
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback
 from .feeder import DEPTH, PENDING
 from .spec import EngineSpec
@@ -253,7 +253,7 @@ class MultiRunner:
             self.inflight[index] = {}
             self.room.notify()
         if not self.alive:
-            raise DsocrError(f"the engine on {self.devices[index]} {why}; no engine is left: finished documents "
+            raise RunFailure(f"the engine on {self.devices[index]} {why}; no engine is left: finished documents "
                              "are kept, run the same command again to do the rest")
         warnings.warn(f"the engine on {self.devices[index]} {why}; its pages go to the other engines")
 

@@ -26,15 +26,18 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype,
+                 round_frequencies: bool = True):
     """cos/sin tables (..., head_dim) for integer positions (half-split layout).
 
-    The official model keeps its inverse frequencies in a buffer that `.to(bfloat16)` rounds, so a
-    bf16 model rotates by bf16-rounded frequencies; we round them to `dtype` the same way. Angles,
-    cos and sin are then computed in fp32 and cast to `dtype`.
+    The official v1 model keeps its inverse frequencies in a buffer that `.to(bfloat16)` rounds, so
+    a bf16 model rotates by bf16-rounded frequencies; with `round_frequencies` we round them to
+    `dtype` the same way (v2 keeps them fp32). Angles, cos and sin are computed in fp32 and cast.
     """
     exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim
-    inv_freq = (1.0 / (theta ** exponent)).to(dtype).float()
+    inv_freq = 1.0 / (theta ** exponent)
+    if round_frequencies:
+        inv_freq = inv_freq.to(dtype).float()
     freqs = positions.float()[..., None] * inv_freq
     angles = torch.cat([freqs, freqs], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)

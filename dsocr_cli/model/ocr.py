@@ -1,8 +1,11 @@
-"""DeepSeek-OCR: DeepEncoder (SAM -> CLIP -> projector) feeding a MoE decoder.
+"""DeepSeek-OCR: DeepEncoder (SAM -> CLIP -> projector) feeding a MoE decoder; DeepSeek-OCR-2:
+SAM -> DeepEncoder V2 -> projector feeding the same decoder.
 
-Module names reproduce the checkpoint's keys: `model.sam_model`, `model.vision_model`,
-`model.projector.layers`, `model.image_newline`, `model.view_seperator` (sic),
-`model.embed_tokens`, `model.layers`, `model.norm` and `lm_head`.
+Module names reproduce the checkpoint's keys: `model.sam_model`, `model.vision_model` (v1),
+`model.qwen2_model` (v2), `model.projector.layers`, `model.image_newline` (v1),
+`model.view_seperator` (sic), `model.embed_tokens`, `model.layers`, `model.norm` and `lm_head`.
+Both classes offer the same vision calls (encode_views, image_embeddings, embed_image), so the
+engine and the plain path run either model without knowing which.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from torch import nn
 
 from .clip import ClipEncoder
 from .config import ModelConfig
+from .encoder_v2 import DeepEncoderV2
 from .decoder import DecoderLayer, RMSNorm, rope_cos_sin
 from .sam import SamEncoder
 
@@ -26,9 +30,12 @@ class OCRBody(nn.Module):
         super().__init__()
         dec = cfg.decoder
         self.sam_model = SamEncoder(cfg.sam)
-        self.vision_model = ClipEncoder(cfg.clip)
+        if cfg.encoder is not None:
+            self.qwen2_model = DeepEncoderV2(cfg.encoder)
+        else:
+            self.vision_model = ClipEncoder(cfg.clip)
+            self.image_newline = nn.Parameter(torch.zeros(dec.hidden_size))
         self.projector = Projector(cfg.projector_input_dim, dec.hidden_size)
-        self.image_newline = nn.Parameter(torch.zeros(dec.hidden_size))
         self.view_seperator = nn.Parameter(torch.zeros(dec.hidden_size))
         self.embed_tokens = nn.Embedding(dec.vocab_size, dec.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(dec, i) for i in range(dec.num_hidden_layers))
@@ -97,13 +104,36 @@ class DeepseekOCR(nn.Module):
 
     def decode(self, x: torch.Tensor, positions: torch.Tensor, kv) -> torch.Tensor:
         """Run the decoder stack over B x T embeddings at B x T positions; returns final-normed hidden."""
-        cos, sin = rope_cos_sin(positions, self.config.decoder.head_dim, self.config.decoder.rope_theta, x.dtype)
+        dec = self.config.decoder
+        cos, sin = rope_cos_sin(positions, dec.head_dim, dec.rope_theta, x.dtype, self.config.round_rope_frequencies)
         for layer in self.model.layers:
             x = layer(x, cos, sin, kv)
         return self.model.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
+
+
+class DeepseekOCR2(DeepseekOCR):
+    """DeepSeek-OCR-2: SAM -> DeepEncoder V2 queries -> projector; no newline vectors."""
+
+    def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S views (S = 1024 or 768) -> B x N x hidden projected query outputs (N = 256 or 144)."""
+        body = self.model
+        pixels = pixels.to(body.projector.layers.weight.dtype)
+        return body.projector.layers(body.qwen2_model(body.sam_model(pixels)))
+
+    def image_embeddings(self, global_view: torch.Tensor, tiles: torch.Tensor | None = None,
+                         grid: tuple[int, int] = (1, 1)) -> torch.Tensor:
+        """One image's features as the decoder reads them: every tile's rows (crop order), then the
+        global view's, then one view_seperator. global_view: N x D; tiles: k x 144 x D."""
+        parts = [tiles.reshape(-1, tiles.shape[-1])] if tiles is not None else []
+        return torch.cat(parts + [global_view, self.model.view_seperator[None].to(global_view.dtype)])
+
+
+def build_model(cfg: ModelConfig) -> DeepseekOCR:
+    """The network the config describes (v1 or v2), with uninitialised weights."""
+    return DeepseekOCR2(cfg) if cfg.kind == "v2" else DeepseekOCR(cfg)
 
 
 def _with_newlines(grid: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ def render_document(job: Job, pages: list[ParsedPage], options: ConvertOptions, 
             report.failed.append(f"page {page.number}: {page.error}")
             doc.markdown.append(f"<!-- dsocr: page {page.number} could not be converted: {_comment(page.error)} -->")
             continue
-        wanted = options.annotate or (page.needs_image and page.number not in crops)
+        wanted = (options.annotate or (options.layout_json and page.size is None)  # the size, from the page
+                  or (page.needs_image and page.number not in crops))
         image = page_image(job, page, report) if wanted else None
         page.size = page.size or (image.size if image is not None else None)
         if page.size is None and (options.layout_json or options.annotate):

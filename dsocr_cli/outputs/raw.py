@@ -1,6 +1,7 @@
 """--keep-raw: each page's model output as TARGET_raw/page-0003.txt (page-0003.length.txt when unfinished)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..pages import UNFINISHED, ParsedPage
@@ -9,8 +10,10 @@ from .document import RenderedDocument
 
 
 def raw_name(number: int, finish_reason: str) -> str:
-    """page-0003.txt, or page-0003.length.txt for a page the model did not finish."""
-    return f"page-{number:04d}.txt" if finish_reason == "eos" else f"page-{number:04d}.{finish_reason}.txt"
+    """page-0003.txt, or page-0003.length.txt for a page the model did not finish; a reason read
+    from a layout file is data, so only letters, digits and _ of it reach the name."""
+    reason = re.sub(r"[^A-Za-z0-9_]+", "_", finish_reason)[:40] or "unknown"
+    return f"page-{number:04d}.txt" if reason == "eos" else f"page-{number:04d}.{reason}.txt"
 
 
 def write_raw_pages(doc: RenderedDocument) -> None:
