@@ -1,7 +1,8 @@
 """`dsocr bench`: throughput of the engine (and of the plain path) on synthetic document pages.
 
-Pages are A4 at 144 dpi (1190 x 1684, so gundam cuts 2 x 3 tiles), every page generates exactly
-`output_tokens` tokens (EOS ignored), so runs are comparable whatever the weights.
+Pages are A4 at 144 dpi (1190 x 1684, so gundam cuts 2 x 3 tiles). Every page generates exactly
+`output_tokens` tokens (EOS ignored), or a length drawn from a distribution of real page outputs
+(`lengths`), so runs are comparable whatever the weights.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from PIL import Image, ImageDraw
 from . import prompts
 from .checkpoint import DEFAULT_MODEL, V2_MODEL, ModelConfig, official_config
 from .engine.engine import Engine, EngineStats
+from .errors import DsocrError
 from .engine.multi import MultiRunner
 from .engine.spec import EngineSpec
 from .model.ocr import DeepseekOCR
 from .preprocess import Mode
+from .page_lengths import LengthDistribution
 from .prompts import load_prompt
 from .random_weights import random_model
 from .engine.plain import PlainRunner
@@ -61,25 +64,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, output_tokens: int,
-              batch: int | None, baseline: bool, workers: int, profile: bool = False, compile: bool = False) -> dict:
-    device = model.lm_head.weight.device
-    settings = settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True)
+def warm_engine(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, longest: int, batch: int | None,
+                workers: int, compile: bool, single_tokens: int) -> tuple[Engine, float, float]:
+    """An engine whose pages run to their forced lengths, warmed up on one page; its set-up seconds
+    and the seconds one page of `single_tokens` takes alone."""
+    settings = settings_for(tokenizer, max_new_tokens=max(longest, single_tokens), ignore_eos=True)
     prompt = load_prompt(prompts.DOCUMENT)
+    start = time.perf_counter()
+    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, compile=compile)
+    setup = time.perf_counter() - start
+    alone = {10_000: single_tokens, 10_001: single_tokens}
+    list(engine.run(_requests(1, mode, prompt, offset=10_000), output_lengths=alone))  # kernels, graphs
+    start = time.perf_counter()
+    list(engine.run(_requests(1, mode, prompt, offset=10_001), output_lengths=alone))  # one page alone
+    return engine, setup, time.perf_counter() - start
+
+
+def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, output_tokens: int,
+              batch: int | None, baseline: bool, workers: int, profile: bool = False, compile: bool = False,
+              lengths: LengthDistribution | None = None) -> dict:
+    device = model.lm_head.weight.device
+    prompt = load_prompt(prompts.DOCUMENT)
+    forced = {i: lengths.draw(i)[0] if lengths else output_tokens for i in range(pages)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, timing=True, compile=compile)
-    setup = time.perf_counter() - start
-
-    list(engine.run(_requests(1, mode, prompt, offset=10_000)))  # warm-up: kernels outside the graphs
-    start = time.perf_counter()
-    list(engine.run(_requests(1, mode, prompt, offset=10_001)))  # one page alone
-    single = time.perf_counter() - start
-
+    engine, setup, single = warm_engine(model, tokenizer, mode, max(forced.values()), batch, workers, compile,
+                                        output_tokens)
     engine.stats = EngineStats()
     start = time.perf_counter()
-    results = list(engine.run(_requests(pages, mode, prompt)))
+    results = list(engine.run(_requests(pages, mode, prompt), output_lengths=forced))
     _sync(device)
     wall = time.perf_counter() - start
     tokens = sum(len(r.token_ids) for r in results)
@@ -87,16 +100,17 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
     peak_batch = max((rows for rows, _ in stats.steps), default=0)
     steady = [(r, s) for r, s in stats.steps if r >= 0.9 * peak_batch] or [(0, 1.0)]
     report = {
-        "mode": mode.name, "pages": pages, "output_tokens_per_page": output_tokens,
+        "mode": mode.name, "pages": pages, "output_tokens_per_page": tokens / pages,
+        "lengths": "fixed" if lengths is None else f"drawn (mean {tokens / pages:.0f}, longest {max(forced.values())})",
         "pages_per_s": pages / wall, "output_tokens_per_s": tokens / wall, "wall_s": wall,
-        "time_to_first_token_s": {"median": statistics.median(stats.first_token_at),
-                                  "max": max(stats.first_token_at)},
+        "time_to_first_token_s": first_token_times(stats),
         "vision_ms_per_page": 1000 * stats.vision_seconds / pages,
         "prefill_s_total": stats.prefill_seconds,
         "batch": engine.max_batch, "peak_batch": peak_batch,
         "decode_step_ms_at_peak": 1000 * statistics.median(s for _, s in steady),
         "steady_decode_tokens_per_s": sum(r for r, _ in steady) / sum(s for _, s in steady),
         "single_page_tokens_per_s": output_tokens / single,
+        "vision_images": stats.vision_images, "decode_steps": len(stats.steps),
         "kv_pages": engine.pool.num_pages, "preemptions": engine.preemptions,
         "engine_setup_s": setup, "compiled": engine.compiled,
         "errors": sum(1 for r in results if r.error),
@@ -109,7 +123,7 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
     engine.close()
     del engine
     if baseline:
-        plain = PlainRunner(model, tokenizer, settings)
+        plain = PlainRunner(model, tokenizer, settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True))
         start = time.perf_counter()
         list(plain.run(_requests(1, mode, prompt, offset=20_000)))
         _sync(device)
@@ -118,6 +132,76 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
         report["baseline_tokens_per_s"] = output_tokens / plain_s
         report["speedup_vs_baseline"] = report["pages_per_s"] * plain_s
     return report
+
+
+class _ForcedLengths:
+    """The engine as convert's runner, each page stopped at a length drawn for it and reported with the
+    drawn finish (eos, or repetition for a looping page, which convert then retries: a retry draws anew)."""
+
+    def __init__(self, engine: Engine, lengths: LengthDistribution):
+        self.engine, self.lengths = engine, lengths
+        self.tokenizer, self.engines, self.devices, self.pages_done = engine.tokenizer, 1, [], []
+        self.attempt = self.tokens = self.retried = 0
+
+    @property
+    def settings(self):
+        return self.engine.settings
+
+    def get(self, key, default=None) -> int:  # the engine's output_lengths lookup
+        return self.lengths.draw(key, self.attempt)[0]
+
+    def run(self, requests, settings=None, on_token=None):
+        attempt = self.attempt
+        for result in self.engine.run(requests, settings, on_token, output_lengths=self):
+            if result.error is None:
+                result.finish_reason = self.lengths.draw(result.key, attempt)[1]
+            self.tokens += len(result.token_ids)
+            self.retried += attempt > 0
+            yield result
+        self.attempt += 1
+
+
+def run_pdf_bench(model: DeepseekOCR, tokenizer: Tokenizer, paths: list[str], mode: Mode,
+                  lengths: LengthDistribution, batch: int | None, workers: int, compile: bool = False) -> dict:
+    """`dsocr convert`'s pipeline (PDF rendering in the workers, the engine, parsing, Markdown and
+    layout writing, retries of looping pages) on real documents, pages stopped at drawn lengths."""
+    import tempfile
+
+    from .convert import ConvertOptions, convert, plan_jobs
+    from .documents import expand_inputs
+
+    device = model.lm_head.weight.device
+    options = ConvertOptions(mode=mode, prompt=load_prompt(prompts.DOCUMENT), layout_json=True)
+    with tempfile.TemporaryDirectory() as out:
+        jobs, failed = plan_jobs(expand_inputs(paths, None), out + "/", options)
+        if not jobs:
+            raise DsocrError(f"--pdf: nothing to convert ({failed[0].error if failed else 'no documents found'})")
+        engine, setup, _ = warm_engine(model, tokenizer, mode, lengths.longest, batch, workers, compile, 16)
+        runner = _ForcedLengths(engine, lengths)
+        engine.stats = EngineStats()
+        start = time.perf_counter()
+        reports = list(convert(jobs, runner, options))
+        _sync(device)
+        wall = time.perf_counter() - start
+    engine.close()
+    pages = sum(len(job.numbers) for job in jobs)
+    stats = engine.stats
+    return {"mode": mode.name, "documents": len(jobs), "unreadable_documents": len(failed), "pages": pages,
+            "pages_per_s": pages / wall, "wall_s": wall,
+            "output_tokens_per_page": runner.tokens / max(1, pages), "output_tokens_per_s": runner.tokens / wall,
+            "time_to_first_token_s": first_token_times(stats), "pages_retried": runner.retried,
+            "incomplete_pages": sum(len(r.incomplete) for r in reports),
+            "failed_pages": sum(len(r.failed) for r in reports),
+            "vision_ms_per_page": 1000 * stats.vision_seconds / max(1, pages),
+            "batch": engine.max_batch, "engine_setup_s": setup, "passes": runner.attempt,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__}
+
+
+def first_token_times(stats: EngineStats) -> dict:
+    """Seconds from the start of the run to each page's first token: the first page's, the median and the max."""
+    times = stats.first_token_at or [0.0]
+    return {"first": min(times), "median": statistics.median(times), "max": max(times)}
 
 
 def random_weight_model(device: str, dtype: str = "auto", kind: str = "v1") -> tuple[DeepseekOCR, Tokenizer]:

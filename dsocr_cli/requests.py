@@ -45,6 +45,7 @@ class OcrRequest:
     prompt: str
     mode: Mode
     key: object = None       # the caller's tag, returned with the result
+    max_new_tokens: int | None = None  # fewer tokens than the runner's limit, for this request alone
 
 
 @dataclass

@@ -23,6 +23,14 @@ class Tokenizer:
         return cls(_HFTokenizer.from_file(str(path)))
 
     @classmethod
+    def from_json(cls, text: str) -> "Tokenizer":
+        return cls(_HFTokenizer.from_str(text))
+
+    def to_json(self) -> str:
+        """tokenizer.json's text: what a server hands its clients (dsocr serve)."""
+        return self._tok.to_str()
+
+    @classmethod
     def bundled(cls) -> "Tokenizer":
         """The released tokenizer, shipped with dsocr: token counts need no model download."""
         data = (files("dsocr_cli.assets") / "tokenizer.json.gz").read_bytes()

@@ -101,7 +101,7 @@ def test_engine_keeps_its_workers_and_recovers_from_an_abandoned_run(eos_prone_m
         partial = engine.run(requests(specs))
         next(partial)
         partial.close()  # stop reading mid-run
-        assert engine.pool.free_pages == free and not engine.rows
+        assert engine.pool.free_pages == free and not engine.rows and not engine.encoded
         again = {r.key: r.token_ids for r in engine.run(requests(specs))}
         assert engine.worker_pool is pool and again == first
     finally:
@@ -173,3 +173,10 @@ def test_compile_reaches_the_engine_from_convert(tiny_checkpoint, dsocr, monkeyp
     assert outcome.code in (0, 1), outcome.stderr
     assert asked == [True]
     assert load_runner(str(tiny_checkpoint), "cpu", "fp32", pages=1, compile=True).compiled
+
+
+def test_vision_batches_are_full_chunks_then_binary_parts():
+    from dsocr_cli.engine.vision import batch_sizes
+    assert batch_sizes(37, 640) == [16, 16, 4, 1]   # 8 Mpx / 640^2 = 20 -> chunks of 16
+    assert batch_sizes(8, 1024) == [8] and batch_sizes(3, 1024) == [2, 1]
+    assert batch_sizes(2, 4096) == [1, 1] and sum(batch_sizes(1000, 512)) == 1000

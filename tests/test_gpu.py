@@ -50,7 +50,22 @@ def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint, compile)
     specs = pages(9)
     plain = {r.key: r for r in PlainRunner(model, tok, settings).run(requests(specs))}
     engine = Engine(model, tok, settings, max_batch=6, kv_bytes=256 * 1024 ** 2, compile=compile)
-    assert engine.graphs
     batched = {r.key: r for r in engine.run(requests(specs))}
+    assert engine.graphs and engine.vision.captured  # captured lazily, as the run reached each size
     for key, ref in plain.items():
         assert batched[key].token_ids == ref.token_ids, key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b,h,w,heads,dim", [(3, 14, 14, 12, 64), (2, 40, 40, 12, 64), (2, 5, 7, 2, 16)])
+def test_fused_sam_attention_equals_the_widened_sdpa(dtype, b, h, w, heads, dim):
+    """The Triton kernel (relative-position bias gathered in the loop) against the CPU path's widened form."""
+    from dsocr_cli.model.rel_attention import rel_attention
+    from dsocr_cli.model.sam import _widened_attention
+    torch.manual_seed(h)
+    n = h * w
+    q, k, v = (torch.randn(b, n, heads, dim, device="cuda", dtype=dtype) for _ in range(3))
+    rel_h, rel_w = torch.randn(b, heads, n, h, device="cuda", dtype=dtype), torch.randn(b, heads, n, w, device="cuda", dtype=dtype)
+    ref = _widened_attention(q.double(), k.double(), v.double(), rel_h.double(), rel_w.double(), h, w)
+    got = rel_attention(q, k, v, rel_h, rel_w, w).double()
+    assert ((got - ref).norm() / ref.norm()).item() < (1e-5 if dtype == torch.float32 else 1e-2)

@@ -16,7 +16,7 @@ from test_convert import make_pdf
 ROOT = Path(__file__).resolve().parent.parent
 DEEP = ROOT / "fixtures" / "deep"
 README = ROOT / "fixtures" / "readme"
-HEAVY = ("torch", "rdkit", "fitz", "pymupdf", "numpy", "triton")
+HEAVY = ("torch", "rdkit", "fitz", "pymupdf", "numpy", "triton", "fastapi", "uvicorn")
 
 # Runs dsocr as `python -m dsocr_cli` would, then prints the heavy top-level packages imported.
 PROBE = """

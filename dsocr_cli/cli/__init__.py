@@ -35,8 +35,10 @@ COMMANDS = {
                                               "and the compression ratio."),
     "eval": Entry("eval", "eval_", "Score the model's free OCR of known pages, per mode: edit distance, "
                                    "precision, tokens, compression."),
-    "bench": Entry("bench", "bench", "Throughput on synthetic pages: pages/s, tokens/s, first-token latency, "
-                                     "vision and decode cost, memory."),
+    "bench": Entry("bench", "bench", "Throughput on synthetic pages (or real PDFs, --pdf): pages/s, tokens/s, "
+                                     "first-token latency, vision and decode cost, memory."),
+    "serve": Entry("serve", "serve", "Serve the model over HTTP: OpenAI chat completions, /v1/convert, and the "
+                                     "commands' --server."),
 }
 
 

@@ -73,9 +73,8 @@ class Batch(ImageBatch):
             raise typer.Exit(1)
 
 
-
 def _open_runner(choice: ModelChoice, pages: int):
-    from ..runner import load_runner
+    from ..serve import runner_for
 
-    return load_runner(choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=pages,
-                       **choice.settings)
+    return runner_for(choice.server, choice.model, choice.device, choice.dtype, logprobs=choice.logprobs, pages=pages,
+                      **choice.settings)

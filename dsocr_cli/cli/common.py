@@ -45,6 +45,9 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Stop a page after this many tokens.")]
 NgramOpt = Annotated[int, typer.Option("--ngram-size", min=0, help="No-repeat n-gram guard size; 0 turns it off.")]
 NgramWindowOpt = Annotated[int, typer.Option("--ngram-window", min=1, help="Window (generated tokens) of the n-gram guard.")]
+ServerOpt = Annotated[Optional[str], typer.Option(
+    "--server", envvar="DSOCR_SERVER", help="Send the pages to a running `dsocr serve` at this URL instead of "
+                                            "loading a model here (same output).")]
 PromptFileOpt = Annotated[Optional[Path], typer.Option(
     "--prompt-file", help=f"Read the prompt from a file. Shipped prompts: {', '.join(prompt_names())}.")]
 

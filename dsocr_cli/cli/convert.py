@@ -90,6 +90,8 @@ def convert(
         raise DsocrError(f"--math-delimiters {math}: use one of {', '.join(MATH_MODES)}")
     if gpus is not None and ray is not None:
         raise DsocrError("--gpus and --ray do not go together (Ray gives each engine a GPU itself)")
+    if choice.server and (gpus is not None or ray is not None):
+        raise DsocrError("--server does not go with --gpus or --ray: the server runs the engine")
     if (gpus is not None or ray is not None) and choice.device != "auto":
         raise DsocrError("--device does not go with --gpus or --ray: they pick the devices")
     prompt_name = prompts.FREE_OCR if no_layout else prompts.DOCUMENT
@@ -117,7 +119,8 @@ def convert(
         skip = [output] if output and output != "-" else []
         sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
         output = folder_for_several(output, sum(s.error is None for s in sources) > 1 or any(s.root for s in sources))
-        options = replace(options, meta={"model": model_name(choice.model), **options.meta})
+        options = replace(options, meta={"model": _served_model(choice.server) if choice.server else model_name(choice.model),
+                                         **options.meta})
         if output and output != "-" and is_folder(output):
             manifest = Manifest(Path(output), fingerprint(options))
         jobs, reports = pipeline.plan_jobs(sources, output, options, _finished(skip_existing, manifest),
@@ -175,12 +178,15 @@ def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline
 
 
 def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool) -> Runner:
-    """The engine: one on `device`, one per GPU (--gpus) in worker processes, or a Ray actor pool."""
+    """The engine: one on `device`, one per GPU (--gpus) in worker processes, a Ray actor pool, or a server's."""
+    settings = choice.settings
+    if choice.server:
+        from ..serve import runner_for
+        return runner_for(choice.server, choice.model, **settings)
     from ..engine.multi import MultiRunner, engine_devices
     from ..engine.spec import EngineSpec
     from ..runner import load_runner, open_model, preprocess_workers
 
-    settings = choice.settings
     if gpus is None and ray is None:
         return load_runner(choice.model, choice.device, choice.dtype, max_batch=batch, compile=compile, **settings)
     devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
@@ -190,6 +196,11 @@ def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str |
         return RayRunner(ray, EngineSpec(load, settings, batch, compile=compile))
     return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices)),
                                            compile=compile))
+
+
+def _served_model(server: str) -> str:
+    from ..serve.client import served_model
+    return served_model(server)
 
 
 def _finished(skip_existing: bool, manifest: Manifest | None):

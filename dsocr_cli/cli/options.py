@@ -12,14 +12,15 @@ from dataclasses import dataclass, fields
 from typing import Callable
 
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
-                     NgramWindowOpt)
+                     NgramWindowOpt, ServerOpt)
 
 OPTIONS = {"mode": ModeOpt, "model": ModelOpt, "device": DeviceOpt, "dtype": DtypeOpt,
-           "max_new_tokens": MaxTokensOpt, "ngram_size": NgramOpt, "ngram_window": NgramWindowOpt}
+           "max_new_tokens": MaxTokensOpt, "ngram_size": NgramOpt, "ngram_window": NgramWindowOpt,
+           "server": ServerOpt}
 LOADING = ("model", "device", "dtype")                       # which checkpoint, where
 GENERATION = ("max_new_tokens", "ngram_size", "ngram_window")  # the token limit and the repetition guard
-READING = ("mode", *LOADING, "max_new_tokens")               # the per-image commands
-GUARDED = ("mode", *LOADING, *GENERATION)                    # convert, ocr
+READING = ("mode", *LOADING, "max_new_tokens", "server")     # the per-image commands
+GUARDED = ("mode", *LOADING, *GENERATION, "server")          # convert, ocr
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ModelChoice:
     max_new_tokens: int = DEFAULTS.max_new_tokens
     ngram_size: int = DEFAULTS.ngram_size
     ngram_window: int = DEFAULTS.ngram_window
+    server: str | None = None  # a `dsocr serve` URL: the pages run there instead of on a model loaded here
     logprobs: bool = False   # not an option here: `ocr --json --logprobs` sets it
 
     @property

@@ -1,11 +1,13 @@
 """The throughput engine: many pages in flight, admitted as others finish (continuous batching).
 
-Each loop iteration admits waiting pages while KV pages and batch rows allow (vision for all of
-them in a few large batches, then one packed prefill that also picks their first token), then runs
-one decode step for every running page. A decode step is replayed from a CUDA graph captured for
-the next batch-size bucket; all per-row state (last token, position, block table, token history)
-lives on the device and the step updates it in place, so the host only reads the new tokens,
-finishes rows and hands out pages. Greedy output equals the plain path (generate.py) token for
+Each loop iteration admits encoded pages while KV pages and batch rows allow (one packed prefill
+that also picks their first token), starts the vision of the next waiting pages (all views of a
+group in a few large batches, on a stream of its own while running pages keep decoding, up to a
+batch of pages ahead), then runs one decode step for every running page. A decode step is
+replayed from a CUDA graph captured (the first time a run needs it) for the next batch-size
+bucket; all per-row state (last token, position, block table, token history) lives on the device
+and the step updates it in place, so the host only reads the new tokens, finishes rows and hands
+out pages. Greedy output equals the plain path (generate.py) token for
 token in fp32 (tested); the repetition guard and loop detector run vectorised on the device.
 With compile=True the step is built by torch.compile first (slower start, faster steps).
 """
@@ -14,25 +16,26 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 import torch
 
 from ..errors import DsocrError
-from ..generate import finish_reason
+from ..generate import LENGTH, finish_reason
 from ..model.ocr import DeepseekOCR
-from ..preprocess import normalize
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
 from ..tokenizer import Tokenizer
 from .feeder import Feeder, Prepared, worker_pool
 from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
+from .vision import VisionEncoder, VisionJob
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+MAX_BATCH = 512              # rows decoded together at most, where the KV cache has room for them
 MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
 PREFILL_TOKENS = 16384       # tokens per packed prefill
-VISION_PIXELS = 8 * 1024 ** 2  # pixels per vision batch (SAM's global attention bias grows with N^2)
+CANCELLED = "cancelled"
 
 
 def compiled_step(step: Callable[[int], None]) -> Callable[[int], None]:
@@ -62,7 +65,7 @@ class EngineStats:
     prefills: int = 0
     prefill_seconds: float = 0.0    # vision + packed prefill + first tokens
     vision_images: int = 0          # global views + tiles encoded
-    vision_seconds: float = 0.0     # measured with a device sync, only when timing=True
+    vision_seconds: float = 0.0     # device time of vision (CUDA events on its stream; overlaps decode)
     first_token_at: list[float] = field(default_factory=list)  # seconds since run() started, per page
 
 
@@ -81,6 +84,7 @@ class Sequence:
     prepared: Prepared
     order: int                       # admission order: the youngest is preempted first
     pages: list[int] = field(default_factory=list)
+    settings: GenerationSettings | None = None  # the run's, or with a forced length (benchmarks)
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
 
@@ -102,16 +106,17 @@ class Engine:
 
     def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings, *,
                  max_batch: int | None = None, logprobs: bool = False, graphs: bool | None = None,
-                 kv_bytes: int | None = None, workers: int = 0, timing: bool = False, compile: bool = False):
+                 kv_bytes: int | None = None, workers: int = 0, compile: bool = False):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
         self.live = settings      # what the state, the captured steps and the running pages follow
         self.device = model.lm_head.weight.device
         self.eos = model.config.decoder.eos_token_id
         self.workers = workers
         self.worker_pool = None
-        self.timing = timing
         self.stats = EngineStats()
         self.on_token: Callable[[object, int], None] | None = None
+        self.cancelled: set = set()  # keys whose pages stop at their next token (cancel())
+        self.output_lengths: dict = {}
         self.use_triton = decode_backend_for(self.device)
         self.use_graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.device.type == "cuda":
@@ -128,13 +133,14 @@ class Engine:
             num_pages = min(num_pages, max_batch * self.table_width + 1)
         self.pool = PagePool(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, num_pages, dtype, self.device)
         typical = pages_for(1024 + min(settings.max_new_tokens, 1500))
-        self.max_batch = max_batch or max(1, min(256, (num_pages - 1) // typical))
+        self.max_batch = max_batch or max(1, min(MAX_BATCH, (num_pages - 1) // typical))
+        self.buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
         self._init_state()
         self.compiled = compile
         self.step_fn = compiled_step(self._step) if compile else self._step
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        if self.use_graphs:
-            self._capture_graphs()
+        self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.vision = VisionEncoder(model, self.use_graphs)
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -158,6 +164,9 @@ class Engine:
         allowed[list(self.live.ngram_whitelist)] = True
         self.allowed = allowed.to(dev)
         self.rows: list[Sequence] = []
+        # pages whose vision has been started, in order, each with its embeddings and their job
+        self.encoded: deque[tuple[Prepared, torch.Tensor, VisionJob]] = deque()
+        self.last_vision: VisionJob | None = None
         self.preemptions = 0
 
     def _use_settings(self, settings: GenerationSettings) -> None:
@@ -169,28 +178,17 @@ class Engine:
         self.live = settings
         if baked:
             self._init_state()
-            if self.graphs:
-                self.graphs = {}
-                self._capture_graphs()
+            self.graphs = {}  # captured again as the run needs them
 
-    @torch.inference_mode()
-    def _capture_graphs(self) -> None:
-        """One CUDA graph per batch-size bucket, captured while every row is inactive (rows write
-        to the scratch page and keep position 0), largest first so they share one memory pool."""
-        pool = torch.cuda.graph_pool_handle()
-        buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for b in buckets:
-                self.step_fn(b)  # warm-up: kernels compiled and autotuned outside the capture
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        for b in sorted(buckets, reverse=True):
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.step_fn(b)
-            self.graphs[b] = graph
-        torch.cuda.synchronize(self.device)
+    def _capture(self, b: int) -> None:
+        """A CUDA graph of the decode step for bucket b, captured the first time a run needs it (a
+        single page never pays for 512 rows). The eager step just taken for b was its warm-up;
+        capturing records kernels without running them, so live rows are untouched. All graphs
+        share one memory pool: they never run at once."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.graph_pool):
+            self.step_fn(b)
+        self.graphs[b] = graph
 
     # ---- the decode step (captured) -------------------------------------------------------------
 
@@ -210,18 +208,20 @@ class Engine:
         self.positions[:b] = positions + self.active[:b]
 
     def _bucket(self, n: int) -> int:
-        return next(b for b in sorted(self.graphs) if b >= n) if self.graphs else n
+        return next(b for b in self.buckets if b >= n) if self.use_graphs else n
 
     # ---- the loop -------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
-            on_token: TokenCallback | None = None) -> Iterator[OcrResult]:
+            on_token: TokenCallback | None = None, output_lengths: dict | None = None) -> Iterator[OcrResult]:
         """Results as pages finish (not in input order); each carries its request's key.
         `settings` apply to this run only (a retry's stronger guard); without, the engine's own;
-        `on_token(key, token)` sees every generated token as it comes (streaming)."""
+        `on_token(key, token)` sees every generated token as it comes (streaming);
+        `output_lengths` (key -> tokens) stops those pages at that length (benchmarks)."""
         self._use_settings(settings or self.settings)
         self.on_token = on_token
+        self.output_lengths = output_lengths or {}
         self.started = time.perf_counter()
         if self.workers and self.worker_pool is None:
             self.worker_pool = worker_pool(self.workers)
@@ -231,32 +231,58 @@ class Engine:
         try:
             while True:
                 # keep a batch worth of prepared pages waiting; block only when the GPU has nothing to do
-                idle = not (waiting or self.rows)
-                for item in feeder.take(self.max_batch - len(waiting), wait=idle):
+                idle = not (waiting or self.rows or self.encoded)
+                for item in feeder.take(self.max_batch - len(waiting) - len(self.encoded), wait=idle):
                     if item.error:
                         yield OcrResult(item.request.key, "", [], "error", 0, 0, error=item.error,
                                         page_size=item.page_size)
                     else:
                         waiting.append(item)
-                if not (waiting or self.rows):
+                if not (waiting or self.rows or self.encoded):
                     if feeder.done:
                         return
                     continue
-                yield from self._admit(waiting, counter)
+                yield from self._admit(counter)
+                self._encode_ahead(waiting)
                 if self.rows:
                     yield from self._decode(waiting)
         finally:
             self._abandon()
 
-    def _admit(self, waiting: deque[Prepared], counter) -> Iterator[OcrResult]:
+    def _encode_ahead(self, waiting: deque[Prepared]) -> None:
+        """Start the vision of the next waiting pages once the last group's is done, up to a batch of
+        pages ahead of admission. On CUDA it runs on the vision stream beside decode, so when rows
+        free up (a wave of pages finishing together) their successors are already encoded."""
+        busy = self.last_vision is not None and not self.last_vision.ready()
+        if busy or not waiting or len(self.encoded) >= self.max_batch:
+            return
+        group: list[Prepared] = []
+        tokens = 0
+        while waiting and len(self.encoded) + len(group) < self.max_batch:
+            if group and tokens + len(waiting[0].prompt.ids) > PREFILL_TOKENS:
+                break
+            group.append(waiting.popleft())
+            tokens += len(group[-1].prompt.ids)
+        images = [p.image for p in group]
+        job = self.last_vision = self.vision.start(images)
+        self.encoded.extend(zip(group, job.embeds, [job] * len(group)))
+        self.stats.vision_images += sum(1 + (len(i.tiles) if i.tiles is not None else 0) for i in images)
+
+    def _admit(self, counter) -> Iterator[OcrResult]:
+        """Prefill encoded pages while rows and KV pages allow. With rows decoding, only pages whose
+        vision is done join (at a later step otherwise); with none, the device waits for vision."""
         free_rows = self.max_batch - len(self.rows)
-        if not waiting or (self.rows and free_rows < max(1, self.max_batch // 16)):
+        if not self.encoded or (self.rows and free_rows < max(1, self.max_batch // 16)):
             return  # admit in groups: each prefill reads every expert's weights once
         group: list[Sequence] = []
+        embeds: list[torch.Tensor] = []
+        jobs: list[VisionJob] = []
         tokens = 0
         reserve = len(self.rows) // 4  # pages kept back for running rows to grow into
-        while waiting and len(group) < free_rows:
-            prepared = waiting[0]
+        while self.encoded and len(group) < free_rows:
+            prepared, embed, job = self.encoded[0]
+            if self.rows and not job.ready():
+                break
             need = pages_for(len(prepared.prompt.ids) + 1)
             if group and tokens + len(prepared.prompt.ids) > PREFILL_TOKENS:
                 break
@@ -264,23 +290,33 @@ class Engine:
                                     self.model.config.decoder.max_position_embeddings))
             # a page that could not finish even with the whole pool to itself would loop forever
             if longest > min(self.pool.num_pages - 1, self.table_width):
-                waiting.popleft()
+                self.encoded.popleft()
                 yield OcrResult(prepared.request.key, "", [], "error", len(prepared.prompt.ids),
                                 prepared.image.token_count, error="prompt too long for the KV cache",
                                 page_size=prepared.page_size)
                 continue
             if self.pool.free_pages < need + reserve:
                 break
-            waiting.popleft()
-            group.append(Sequence(prepared, next(counter), self.pool.allocate(need)))
+            self.encoded.popleft()
+            group.append(Sequence(prepared, next(counter), self.pool.allocate(need), self._settings_for(prepared)))
+            embeds.append(embed)
+            if not jobs or jobs[-1] is not job:
+                jobs.append(job)
             tokens += len(prepared.prompt.ids)
         if group:
-            yield from self._prefill(group)
+            yield from self._prefill(group, embeds, jobs)
 
-    def _prefill(self, group: list[Sequence]) -> Iterator[OcrResult]:
-        """Vision for the whole group, one packed decoder pass, first tokens; then the group joins."""
+    def _settings_for(self, prepared: Prepared) -> GenerationSettings:
+        forced = self.output_lengths.get(prepared.request.key)
+        if forced is None:
+            return self.live
+        return replace(self.live, max_new_tokens=min(forced, self.live.max_new_tokens))
+
+    def _prefill(self, group: list[Sequence], embeds: list[torch.Tensor], jobs: list[VisionJob]) -> Iterator[OcrResult]:
+        """One packed decoder pass over the group's prompts, first tokens; then the group joins."""
         start = time.perf_counter()
-        embeds = self._vision(group)
+        for job in jobs:
+            job.take()
         dev = self.device
         ids = torch.tensor([i for q in group for i in q.prepared.prompt.ids], device=dev)
         mask = torch.tensor([m for q in group for m in q.prepared.prompt.image_mask], device=dev)
@@ -297,49 +333,16 @@ class Engine:
         now = time.perf_counter()
         self.stats.prefills += 1
         self.stats.prefill_seconds += now - start
+        for job in jobs:
+            self.stats.vision_seconds += job.seconds()
         self.stats.first_token_at += [now - self.started] * len(group)
         for i, (seq, token) in enumerate(zip(group, first)):
             self._append(seq, token, scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.live, False, self._context_left(seq))
+            done = self._finish_reason(seq, False)
             if done:
                 yield self._finish(seq, done)
             else:
                 self._add_row(seq)
-
-    def _vision(self, group: list[Sequence]) -> list[torch.Tensor]:
-        """Vision embeddings per sequence; views of one size and all tiles run in large batches."""
-        start = time.perf_counter()
-        images = [q.prepared.image for q in group]
-        globals_by_side: dict[int, list[int]] = {}
-        for i, image in enumerate(images):
-            globals_by_side.setdefault(image.global_view.shape[-1], []).append(i)
-        global_features: dict[int, torch.Tensor] = {}
-        for side, members in globals_by_side.items():
-            feats = self._encode([images[i].global_view for i in members])
-            global_features.update(zip(members, feats))
-        tile_lists = [image.tiles for image in images if image.tiles is not None]
-        tile_features = iter(self._encode([t for tiles in tile_lists for t in tiles]) if tile_lists else [])
-        out = []
-        for i, image in enumerate(images):
-            tiles = None
-            if image.tiles is not None:
-                tiles = torch.stack([next(tile_features) for _ in range(image.tiles.shape[0])])
-            out.append(self.model.image_embeddings(global_features[i], tiles, image.grid))
-        self.stats.vision_images += len(images) + sum(len(t) for t in tile_lists)
-        if self.timing:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.stats.vision_seconds += time.perf_counter() - start
-        return out
-
-    def _encode(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        side = views[0].shape[-1]
-        chunk = max(1, VISION_PIXELS // (side * side))
-        feats = []
-        for start in range(0, len(views), chunk):
-            batch = torch.stack(views[start:start + chunk]).to(self.device, non_blocking=True)
-            feats.extend(self.model.encode_views(normalize(batch)))
-        return feats
 
     def _slots(self, pages: list[int], n: int) -> torch.Tensor:
         t = torch.arange(n)
@@ -381,6 +384,8 @@ class Engine:
 
     def _abandon(self) -> None:
         """A run left early (the caller stopped reading): free what its pages held for the next run."""
+        self.encoded.clear()
+        self.last_vision = None
         for seq in self.rows:
             self.pool.release(seq.pages)
         self._remove_rows(list(range(len(self.rows))))
@@ -423,10 +428,12 @@ class Engine:
             return
         b = self._bucket(n)
         start = time.perf_counter()
-        if self.graphs:
+        if b in self.graphs:
             self.graphs[b].replay()
         else:
             self.step_fn(b)
+            if self.use_graphs:
+                self._capture(b)
         tokens = self.tokens[:n].tolist()
         loops = self.loop_flags[:n].tolist()
         scores = self.step_logprobs[:n].tolist() if self.logprobs else None
@@ -434,7 +441,7 @@ class Engine:
         done_rows = []
         for i, seq in enumerate(self.rows):
             self._append(seq, tokens[i], scores[i] if scores else None)
-            done = finish_reason(seq.generated, self.eos, self.live, loops[i], self._context_left(seq))
+            done = self._finish_reason(seq, loops[i])
             if done:
                 done_rows.append(i)
                 yield self._finish(seq, done)
@@ -443,6 +450,22 @@ class Engine:
 
     def _context_left(self, seq: Sequence) -> int:
         return self.model.config.decoder.max_position_embeddings - seq.prompt_len
+
+    def _finish_reason(self, seq: Sequence, loop: bool) -> str | None:
+        """The run's reason to stop, else the request's own token limit, else a cancellation."""
+        request = seq.prepared.request
+        done = finish_reason(seq.generated, self.eos, seq.settings, loop, self._context_left(seq))
+        if done is None and request.max_new_tokens is not None and len(seq.generated) >= request.max_new_tokens:
+            done = LENGTH
+        if done is None and self.cancelled and request.key in self.cancelled:
+            done = CANCELLED
+        return done
+
+    def cancel(self, key) -> None:
+        """Stop the page with this key at its next token, freeing its KV pages (finish reason
+        `cancelled`); safe to call from another thread. The caller discards the key when its
+        result (or an error) has come back."""
+        self.cancelled.add(key)
 
     def _append(self, seq: Sequence, token: int, logprob: float | None) -> None:
         seq.generated.append(token)

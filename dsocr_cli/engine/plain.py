@@ -1,6 +1,7 @@
 """The reference runner: one request at a time through generate.py, what the engine is tested against."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 from ..generate import generate, vision_embeddings
@@ -26,8 +27,11 @@ class PlainRunner:
         page = page_image(request)
         image = prepare_image(page, request.mode)
         prompt = build_prompt_ids(self.tokenizer, request.prompt, image.token_count)
+        settings = settings or self.settings
+        if request.max_new_tokens is not None:
+            settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, request.max_new_tokens))
         out = generate(self.model, prompt.ids, prompt.image_mask, vision_embeddings(self.model, image),
-                       settings or self.settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs,
+                       settings, eos_id=self.model.config.decoder.eos_token_id, logprobs=self.logprobs,
                        on_token=on_token and (lambda token: on_token(request.key, token)))
         return OcrResult(request.key, decode_output(self.tokenizer, out.token_ids), out.token_ids,
                          out.finish_reason, out.prompt_tokens, out.vision_tokens, out.token_logprobs,

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SamConfig
+from .rel_attention import fused_available, rel_attention
 
 
 def resize_grid(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -64,27 +65,37 @@ class RelPosAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, dim = x.shape
         n, head_dim = h * w, dim // self.heads
+        q, k, v = self.qkv(x).view(b, h, w, 3, self.heads, head_dim).unbind(3)  # B x h x w x heads x D views
         # Decomposed relative position bias: bias[i, j] = q_i . Rh[row_i - row_j] + q_i . Rw[col_i - col_j],
-        # from the unscaled query. Rather than materialise the (hw x hw) bias, widen q with the two
-        # per-query terms and k with one-hot row/column indicators, so q'.k'_j = q.k_j + bias[i, j] / scale
-        # and the whole thing runs in a fused (flash) attention kernel. q', k' and v' (v padded with
-        # zeros to the same width, which fused kernels want, a multiple of 8) are built in one buffer.
-        width = head_dim + h + w
-        width += -width % 8
-        scale = head_dim ** -0.5
-        qkv = self.qkv(x).view(b, n, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        wide = x.new_empty(3, b, self.heads, n, width)
-        wide[..., :head_dim] = qkv
-        q = wide[0, ..., :head_dim].view(b, self.heads, h, w, head_dim)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h))
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w))
-        wide[0, ..., head_dim:head_dim + h] = rel_h.reshape(b, self.heads, n, h) / scale
-        wide[0, ..., head_dim + h:head_dim + h + w] = rel_w.reshape(b, self.heads, n, w) / scale
-        wide[0, ..., head_dim + h + w:] = 0
-        wide[1, ..., head_dim:] = _indicators(h, w, width - head_dim, x.dtype, x.device)
-        wide[2, ..., head_dim:] = 0
-        out = F.scaled_dot_product_attention(wide[0], wide[1], wide[2], scale=scale)[..., :head_dim]
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, dim))
+        # from the unscaled query, as B x heads x N x h (rows) and B x heads x N x w (columns).
+        rel_h = torch.einsum("bhwnc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h)).reshape(b, self.heads, n, h)
+        rel_w = torch.einsum("bhwnc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w)).reshape(b, self.heads, n, w)
+        q, k, v = (t.reshape(b, n, self.heads, head_dim) for t in (q, k, v))
+        if fused_available(x, head_dim):
+            out = rel_attention(q, k, v, rel_h.contiguous(), rel_w.contiguous(), w)
+        else:
+            out = _widened_attention(q, k, v, rel_h, rel_w, h, w)
+        return self.proj(out.reshape(b, h, w, dim))
+
+
+def _widened_attention(q, k, v, rel_h, rel_w, h: int, w: int) -> torch.Tensor:
+    """The bias through a stock fused (flash) SDPA: q is widened with the two per-query terms and k
+    with one-hot row/column indicators, so q'.k'_j = q.k_j + bias[i, j] / scale. q', k' and v' (v
+    padded with zeros to the same width, which fused kernels want, a multiple of 8) are built in
+    one buffer. B x N x heads x D in and out."""
+    b, n, heads, head_dim = q.shape
+    width = head_dim + h + w
+    width += -width % 8
+    scale = head_dim ** -0.5
+    wide = q.new_empty(3, b, heads, n, width)
+    wide[..., :head_dim] = torch.stack([q, k, v]).transpose(2, 3)
+    wide[0, ..., head_dim:head_dim + h] = rel_h / scale
+    wide[0, ..., head_dim + h:head_dim + h + w] = rel_w / scale
+    wide[0, ..., head_dim + h + w:] = 0
+    wide[1, ..., head_dim:] = _indicators(h, w, width - head_dim, q.dtype, q.device)
+    wide[2, ..., head_dim:] = 0
+    out = F.scaled_dot_product_attention(wide[0], wide[1], wide[2], scale=scale)[..., :head_dim]
+    return out.transpose(1, 2)
 
 
 @functools.lru_cache(maxsize=16)  # a few grid sizes per mode; read-only, built once rather than per block
