@@ -14,15 +14,19 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import DsocrError
 from .model.config import ConfigError, ModelConfig
 from .model.native import official_parts
-from .model.ocr import DeepseekOCR, build_model
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # torch and the model load with the weights: reading a config needs neither
+    import torch
+
+    from .model.ocr import DeepseekOCR
 
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
 V2_MODEL = "deepseek-ai/DeepSeek-OCR-2"
@@ -186,6 +190,10 @@ def weight_files(folder: Path) -> dict[str, Path]:
 
 def build_empty(config: ModelConfig) -> DeepseekOCR:
     """The model on the meta device: shapes and names, no memory."""
+    import torch
+
+    from .model.ocr import build_model
+
     with torch.device("meta"):
         return build_model(config)
 
@@ -218,6 +226,8 @@ def _by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
     """Build the model from folder/config.json and fill it from the safetensors weights."""
+    import torch
+
     if dtype == torch.float32:  # fp32 is the exactness mode: no TF32 shortcuts in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -6,13 +6,24 @@ message (captured, never printed) becomes the one-line error.
 """
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 
-from rdkit import Chem, rdBase
-from rdkit.Chem import Descriptors, rdMolDescriptors
-
 from .errors import DsocrError
+
+
+class _OnFirstUse:
+    """A module imported when first used: RDKit takes ~0.5 s to import, and only a SMILES needs it."""
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+Chem, rdBase = _OnFirstUse("rdkit.Chem"), _OnFirstUse("rdkit.rdBase")
+Descriptors, rdMolDescriptors = _OnFirstUse("rdkit.Chem.Descriptors"), _OnFirstUse("rdkit.Chem.rdMolDescriptors")
 
 _TAGGED = re.compile(r"<smiles>(.*?)(?:</smiles>|$)", re.S | re.I)
 _FENCED = re.compile(r"```(?:[\w-]*\n)?(.*?)(?:```|$)", re.S)

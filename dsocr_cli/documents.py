@@ -19,13 +19,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Iterable, Iterator, TextIO
 
-import pymupdf
 from PIL import Image
 
 from .errors import DsocrError
 from .preprocess import orient, to_rgb
+
+if TYPE_CHECKING:
+    import pymupdf
 
 SUPPORTED = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "GIF"})  # as Pillow names them
@@ -35,11 +37,19 @@ DPI = 144
 # nine 640 px tiles), so more pixels only cost memory: ~300 MB a page as RGB, in each worker.
 MAX_PAGE_PIXELS = 100_000_000
 
-# MuPDF reports repairs and errors by itself, and PyMuPDF prints messages on stdout (where
-# `-o -` writes Markdown): problems reach the user as DocumentError/PageFailure instead.
-pymupdf.TOOLS.mupdf_display_errors(False)
-pymupdf.TOOLS.mupdf_display_warnings(False)
-pymupdf.set_messages(pylogging_level=logging.DEBUG)
+
+
+@functools.cache
+def _pymupdf():
+    """PyMuPDF, imported when the first PDF is opened (images and saved output do without it).
+    MuPDF reports repairs and errors by itself, and PyMuPDF prints messages on stdout (where
+    `-o -` writes Markdown): silenced, problems reach the user as DocumentError/PageFailure instead."""
+    import pymupdf
+
+    pymupdf.TOOLS.mupdf_display_errors(False)
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    pymupdf.set_messages(pylogging_level=logging.DEBUG)
+    return pymupdf
 
 
 class DocumentError(DsocrError):
@@ -217,10 +227,11 @@ def _stamp(path: Path) -> tuple[int, int]:
 def _open_pdf(path: str, mtime_ns: int, size: int) -> pymupdf.Document:
     """The PDF last opened in this process: pages arrive in runs from one document, and opening
     a large PDF (parsing its cross-reference table) can cost more than rendering a page."""
-    return pymupdf.open(path, filetype="pdf")
+    return _pymupdf().open(path, filetype="pdf")
 
 
 def _render_pdf_page(ref: PageRef) -> Image.Image:
+    pymupdf = _pymupdf()
     page = _open_pdf(str(ref.path), *_stamp(ref.path))[ref.number - 1]
     zoom = pymupdf.Matrix(ref.dpi / 72, ref.dpi / 72)
     box = (page.rect * zoom).irect

@@ -17,7 +17,7 @@ from .documents import PageRef, Source, expand_inputs, open_document
 from .errors import DsocrError
 from .preprocess import Mode
 from .requests import OcrRequest, OcrResult, Runner, TextStream
-from .writers import is_folder
+from .writers import folder_for_several, is_folder
 
 
 @dataclass
@@ -111,6 +111,7 @@ def _saved_readings(from_raw: Path | None) -> list[Reading]:
 def _output_files(readings: list[Reading], output: str | None, suffix: str) -> list[Path | None]:
     if output is None or output == "-":
         return [None] * len(readings)
+    output = folder_for_several(output, len(readings) > 1)
     if is_folder(output):
         files = [Path(output) / r.relative.with_suffix(suffix) for r in readings]
         _check_unique(files, f"-o {output}")

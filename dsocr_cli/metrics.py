@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 FOX_CHINESE = re.compile(r"[\u4e00-\u9fa5]")              # Fox's test for "this text is Chinese"
 _CJK_WORDS = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\s\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 DROPPED = ("\\t", "\\n", "\t", "\n", "/t", "/n")        # removed in this order, as OmniDocBench does
@@ -39,6 +37,8 @@ def edit_distance(a: str, b: str) -> int:
         a, b = b, a
     if not a:
         return len(b)
+    import numpy as np  # here, not at the top: `dsocr eval --help` starts without it
+
     codes = np.frombuffer(b.encode("utf-32-le"), dtype=np.uint32)
     cols = np.arange(len(b) + 1)
     row = cols.copy()

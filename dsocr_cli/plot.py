@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
-
 from .errors import DsocrError
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'dsocr[plot]'"
@@ -26,6 +24,8 @@ def curve(points: list[tuple[float, float]], max_points: int = 10) -> list[tuple
     points = sorted(points)
     if len(points) <= max_points:
         return points
+    import numpy as np
+
     return [tuple(group.mean(axis=0)) for group in np.array_split(np.array(points), max_points)]
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from .errors import DsocrError
+
+if TYPE_CHECKING:  # numpy and torch load where pixels are made: the CLI starts without them
+    import torch
 
 PATCH = 16          # SAM patch size
 COMPRESSION = 4     # two stride-2 convolutions after SAM: 16 px patches -> one token per 64 px
@@ -141,6 +143,8 @@ def _grey8(image: Image.Image) -> Image.Image:
 
     Mode "I" (32-bit) does not say its depth: it is taken as 16-bit when a sample exceeds 255.
     """
+    import numpy as np
+
     arr = np.asarray(image, dtype=np.float64)
     if image.mode.startswith("I;16") or (image.mode == "I" and arr.max() > 255):
         arr = arr / 257.0
@@ -156,6 +160,9 @@ def orient(image: Image.Image) -> Image.Image:
 
 def pixels(image: Image.Image) -> torch.Tensor:
     """RGB image -> 3 x H x W uint8 (normalised later, where the model runs: 4x less to move)."""
+    import numpy as np
+    import torch
+
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
@@ -184,6 +191,8 @@ def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
         view = pad_square(image, side)
     tiles = None
     if grid != (1, 1):
+        import torch
+
         w_t, h_t = grid
         t = mode.image_size
         resized = image.resize((t * w_t, t * h_t), Image.Resampling.BICUBIC)

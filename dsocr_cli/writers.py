@@ -28,7 +28,7 @@ import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from PIL import Image
 
@@ -158,6 +158,15 @@ def is_done(target: Target) -> bool:
 def is_folder(output: str) -> bool:
     """-o names a folder: it ends in / or is one."""
     return output.endswith(("/", os.sep)) or os.path.isdir(output)
+
+
+def folder_for_several(output: str | None, several: bool) -> str | None:
+    """-o for several inputs: a name that does not exist yet and has no file suffix ("out") is the
+    folder "out/"; a name with a suffix ("out.md") still reads as one file, and stays an error."""
+    if (output and output != "-" and several and not is_folder(output) and not os.path.lexists(output)
+            and not PurePath(output).suffix):
+        return output + "/"
+    return output
 
 
 def _target(source: Source, base: Path, markdown: Path | None) -> Target:

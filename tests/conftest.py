@@ -120,8 +120,10 @@ class Outcome:
 
 @pytest.fixture
 def dsocr(capsys, monkeypatch):
-    """dsocr(*args, stdin=None) -> Outcome, as the real command line would exit and print."""
-    def run(*args, stdin: str | None = None) -> Outcome:
+    """dsocr(*args, stdin=None, cwd=None) -> Outcome, as the real command line would exit and print."""
+    def run(*args, stdin: str | None = None, cwd=None) -> Outcome:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
         monkeypatch.setattr(sys, "argv", ["dsocr", *map(str, args)])
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
         capsys.readouterr()

@@ -2,8 +2,6 @@ import json
 
 from PIL import Image, ImageDraw
 
-from conftest import run_dsocr
-
 
 def page(path, size=(900, 700)):
     image = Image.new("RGB", size, "white")
@@ -12,11 +10,11 @@ def page(path, size=(900, 700)):
     return path
 
 
-def test_ocr_json_end_to_end(tiny_checkpoint, tmp_path):
+def test_ocr_json_end_to_end(dsocr, tiny_checkpoint, tmp_path):
     image = page(tmp_path / "p.png")
-    out = run_dsocr("ocr", image, "--model", tiny_checkpoint, "--device", "cpu", "--mode", "gundam",
+    out = dsocr("ocr", image, "--model", tiny_checkpoint, "--device", "cpu", "--mode", "gundam",
                     "--max-new-tokens", "5", "--json", "--logprobs")
-    assert out.returncode == 0, out.stderr
+    assert out.code == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["vision_tokens"] == 273 + 10 * 2 * (10 * 3 + 1)  # 900x700 -> 3 x 2 tiles
     assert result["prompt_tokens"] == result["vision_tokens"] + 5
@@ -24,32 +22,32 @@ def test_ocr_json_end_to_end(tiny_checkpoint, tmp_path):
     assert result["finish_reason"] == "length" and isinstance(result["text"], str)
 
 
-def test_ocr_plain_text_and_raw(tiny_checkpoint, tmp_path):
+def test_ocr_plain_text_and_raw(dsocr, tiny_checkpoint, tmp_path):
     image = page(tmp_path / "p.png")
-    out = run_dsocr("ocr", image, "--model", tiny_checkpoint, "--device", "cpu", "--mode", "tiny",
+    out = dsocr("ocr", image, "--model", tiny_checkpoint, "--device", "cpu", "--mode", "tiny",
                     "--max-new-tokens", "3", "--layout", "--raw")
-    assert out.returncode == 0 and out.stdout.endswith("\n")
+    assert out.code == 0 and out.stdout.endswith("\n")
 
 
-def test_ocr_errors_are_one_line(tiny_checkpoint, tmp_path):
-    missing = run_dsocr("ocr", tmp_path / "none.png", "--model", tiny_checkpoint)
+def test_ocr_errors_are_one_line(dsocr, tiny_checkpoint, tmp_path):
+    missing = dsocr("ocr", tmp_path / "none.png", "--model", tiny_checkpoint)
     # an image that cannot be read fails alone (exit 1), as in every per-image command
-    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [f"dsocr: {tmp_path / 'none.png'}: no such file or folder"]
+    assert missing.code == 1 and missing.stderr.strip().splitlines() == [f"dsocr: {tmp_path / 'none.png'}: no such file or folder"]
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    bad = run_dsocr("ocr", tmp_path / "bad.png", "--model", tiny_checkpoint)
-    assert bad.returncode == 1 and "cannot open this image" in bad.stderr and "Traceback" not in bad.stderr
-    no_model = run_dsocr("ocr", page(tmp_path / "p.png"), "--model", tmp_path / "nowhere")
-    assert no_model.returncode == 2 and "DSOCR_MODEL" in no_model.stderr and "Traceback" not in no_model.stderr
-    usage = run_dsocr("ocr", page(tmp_path / "p.png"), "--mode", "huge")
-    assert usage.returncode == 2
+    bad = dsocr("ocr", tmp_path / "bad.png", "--model", tiny_checkpoint)
+    assert bad.code == 1 and "cannot open this image" in bad.stderr and "Traceback" not in bad.stderr
+    no_model = dsocr("ocr", page(tmp_path / "p.png"), "--model", tmp_path / "nowhere")
+    assert no_model.code == 2 and "DSOCR_MODEL" in no_model.stderr and "Traceback" not in no_model.stderr
+    usage = dsocr("ocr", page(tmp_path / "p.png"), "--mode", "huge")
+    assert usage.code == 2
 
 
-def test_info_keys_without_weights(tiny_checkpoint):
-    out = run_dsocr("info", "--keys", "--json")
-    assert out.returncode == 0
+def test_info_keys_without_weights(dsocr, tiny_checkpoint):
+    out = dsocr("info", "--keys", "--json")
+    assert out.code == 0
     assert len(json.loads(out.stdout)["keys"]) == 2710
-    tiny = json.loads(run_dsocr("info", "--model", tiny_checkpoint, "--json").stdout)
+    tiny = json.loads(dsocr("info", "--model", tiny_checkpoint, "--json").stdout)
     assert tiny["decoder"]["hidden"] == 64 and tiny["vision_tokens_a4_page"]["base"] == 273
-    full = json.loads(run_dsocr("info", "--json").stdout)
+    full = json.loads(dsocr("info", "--json").stdout)
     assert 570e6 < full["parameters"]["active_per_token"] < 580e6
     assert full["parameters"]["total"] == 3_336_106_240

@@ -190,11 +190,11 @@ def batch(tmp_path_factory):
 TINY = ("--mode", "tiny", "--max-new-tokens", "6", "--device", "cpu")
 
 
-def test_convert_a_folder_with_the_tiny_model(batch, tiny_checkpoint, tmp_path):
+def test_convert_a_folder_with_the_tiny_model(dsocr, batch, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     args = ("convert", batch, "-o", f"{out}/", "--model", tiny_checkpoint, *TINY, "--pages", "1,3", "--json", "--keep-raw")
-    result = run_dsocr(*args)
-    assert result.returncode == 1, result.stderr   # broken.pdf fails, the rest is converted
+    result = dsocr(*args)
+    assert result.code == 1, result.stderr   # broken.pdf fails, the rest is converted
     assert result.stdout == ""
     assert "broken.pdf: cannot open this PDF" in result.stderr and "3 converted (4 pages" in result.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.md")) == ["pdf_notes.md", "scan.md", "sub/report.md"]
@@ -207,16 +207,16 @@ def test_convert_a_folder_with_the_tiny_model(batch, tiny_checkpoint, tmp_path):
     assert not [p for p in out.rglob(".*.tmp")]
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.md")}
-    again = run_dsocr(*args, "--skip-existing", "-v")
-    assert again.returncode == 1
+    again = dsocr(*args, "--skip-existing", "-v")
+    assert again.code == 1
     assert again.stderr.count("skipped (done already)") + again.stderr.count("left damaged by an earlier run") == 3
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.md")} == before
 
 
-def test_convert_reads_paths_from_stdin_and_writes_markdown_to_stdout(batch, tiny_checkpoint, tmp_path):
-    result = run_dsocr("convert", "-", "-o", "-", "--model", tiny_checkpoint, *TINY, "--no-layout",
+def test_convert_reads_paths_from_stdin_and_writes_markdown_to_stdout(dsocr, batch, tiny_checkpoint, tmp_path):
+    result = dsocr("convert", "-", "-o", "-", "--model", tiny_checkpoint, *TINY, "--no-layout",
                        "--page-separator", "<!-- page {page} -->", stdin=f"{batch / 'pdf_notes.pdf'}\n", cwd=tmp_path)
-    assert result.returncode in (0, 1), result.stderr
+    assert result.code in (0, 1), result.stderr
     assert result.stdout.count("<!-- page ") == 2 and result.stdout.endswith("\n")
 
 

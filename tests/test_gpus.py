@@ -55,14 +55,28 @@ def kill_an_engine_after_the_first_document(folder, out, checkpoint, engines: in
     run = convert(folder, out, checkpoint, "--gpus", "all", "--batch", "1", "--max-new-tokens", "16",
                   cpu_engines=engines, wait=False)
     manifest = out / MANIFEST_NAME
-    deadline = time.monotonic() + 120
-    while not (manifest.is_file() and manifest.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: manifest.is_file() and manifest.read_text().strip(), run, "the first document is recorded")
     workers = engine_processes(run.pid)
     assert len(workers) == engines, run.communicate()
     os.kill(workers[-1], signal.SIGKILL)
-    _, stderr = run.communicate(timeout=180)
+    _, stderr = run.communicate(timeout=BOUND)
     return run, stderr
+
+
+BOUND = 900  # seconds: only a hung run gets near it, however loaded the machine
+
+
+def wait_until(condition, run, what: str) -> None:
+    """Poll until `condition()` holds; fail, with the command's output, if the command ends first
+    or nothing happens within BOUND (a generous bound: load only makes the wait longer)."""
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        if run.poll() is not None:
+            pytest.fail(f"the command ended before {what}: {run.communicate()}")
+        if time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"{what} did not happen within {BOUND} s: {run.communicate()}")
+        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")

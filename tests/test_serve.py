@@ -258,6 +258,37 @@ def test_streamed_ocr_through_the_server_writes_what_a_local_run_does(server, ti
     assert streams["remote"] == streams["local"] and streams["local"][0]
 
 
+@pytest.mark.parametrize("command", [("parse-chart", "--json"), ("parse-chart", "--csv"), ("parse-chem", "--json"),
+                                     ("describe",), ("describe", "--json"), ("locate", "Total")])
+def test_every_per_image_command_through_the_server_matches_a_local_run(server, tiny_checkpoint, tmp_path, dsocr,
+                                                                          monkeypatch, command):
+    url, _, _ = server
+    for i in range(2):
+        (tmp_path / f"p{i}.png").write_bytes(page_png(f"figure {i}", (300 + 60 * i, 280)))
+    images = [tmp_path / "p0.png", tmp_path / "p1.png"]
+    name, *extra = command
+    common = ("--mode", "tiny", "--max-new-tokens", "8")
+    local = dsocr(name, *images, *extra, "--model", tiny_checkpoint, "--device", "cpu", *common)
+    monkeypatch.setenv("DSOCR_API_KEY", KEY)
+    monkeypatch.setenv("DSOCR_SERVER", url)
+    remote = dsocr(name, *images, *extra, *common)
+    assert (remote.code, remote.stdout, remote.stderr) == (local.code, local.stdout, local.stderr)
+
+
+def test_the_remote_client_imports_no_torch(server, tmp_path, monkeypatch):
+    from test_start import imported_by
+
+    url, _, _ = server
+    monkeypatch.setenv("DSOCR_API_KEY", KEY)
+    (tmp_path / "p.png").write_bytes(page_png("no torch here"))
+    code, heavy, err = imported_by("ocr", tmp_path / "p.png", "--server", url, "--mode", "tiny", "--max-new-tokens", "4",
+                                   "--json")
+    assert code == 0 and "torch" not in heavy and "fastapi" not in heavy, (heavy, err)
+    code, heavy, err = imported_by("convert", tmp_path / "p.png", "-o", tmp_path / "p.md", "--server", url, "--mode",
+                                   "tiny", "--max-new-tokens", "4", "-q")
+    assert code in (0, 1) and (tmp_path / "p.md").is_file() and "torch" not in heavy, (heavy, err)
+
+
 def test_sigterm_lets_requests_in_flight_finish_then_exits(server):
     """Last in this module: it stops the shared server."""
     url, proc, _ = server

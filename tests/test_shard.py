@@ -42,7 +42,8 @@ def test_plan_jobs_takes_only_the_shard_but_names_outputs_over_all_inputs(tmp_pa
     assert sorted(planned) == ["a.pdf", "b.pdf", "c.pdf", "d.pdf", "e.pdf"]
 
 
-@pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/2", "0/0"])
+@pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/2", "0/0", "0/1-4", "5/1-4", "1/4-1", "1/1-", "1/-4",
+                                  "1/" + "9" * 20, "\u0661/2"])
 def test_bad_shards_are_usage_errors(text):
     with pytest.raises(DsocrError, match="--shard"):
         parse_shard(text)
@@ -50,3 +51,10 @@ def test_bad_shards_are_usage_errors(text):
 
 def test_parse_shard():
     assert parse_shard("2/5") == Shard(2, 5)
+
+
+def test_an_array_numbered_from_one_says_so():
+    assert [parse_shard(f"{i}/1-4") for i in range(1, 5)] == [Shard(i, 4) for i in range(4)]
+    assert parse_shard("7/5-8") == Shard(2, 4)
+    with pytest.raises(DsocrError, match="for an array numbered from 1 write 4/1-4"):
+        parse_shard("4/4")

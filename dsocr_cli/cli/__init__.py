@@ -4,29 +4,63 @@ from __future__ import annotations
 import re
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
+from .. import __version__
 from ..errors import DsocrError
-from . import bench, compress, convert, describe, info, locate, ocr, parse_chart, parse_chem, serve
-from .batch import OUTPUT_HELP
-from .eval import eval_
+from .lazy import Entry, LazyGroup
 
 RAY_ADDRESS = re.compile(r"auto|local|ray://\S+|[\w.-]+:\d+")
 
-app = typer.Typer(help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
-app.command("convert")(convert.convert)
-app.command("ocr", epilog=OUTPUT_HELP)(ocr.ocr)
-app.command("parse-chart", epilog=OUTPUT_HELP)(parse_chart.parse_chart)
-app.command("parse-chem", epilog=OUTPUT_HELP)(parse_chem.parse_chem)
-app.command("describe", epilog=OUTPUT_HELP)(describe.describe)
-app.command("locate", epilog=OUTPUT_HELP)(locate.locate)
-app.command("info")(info.info)
-app.command("compress")(compress.compress)
-app.command("eval")(eval_)
-app.command("bench")(bench.bench)
-app.command("serve")(serve.serve)
+BATCH_EPILOG = "batch:OUTPUT_HELP"
+COMMANDS = {
+    "convert": Entry("convert", "convert", "Convert documents to Markdown, with figures, tables and math; "
+                                           "pages run in batches on the GPU."),
+    "ocr": Entry("ocr", "ocr", "OCR images with a prompt (default: free OCR). One image's text streams to "
+                               "stdout when it is a terminal.", BATCH_EPILOG),
+    "parse-chart": Entry("parse_chart", "parse_chart", "Read a chart's data table: numbers parsed, units kept, "
+                                                       "one column per series (prompt: parse-figure).", BATCH_EPILOG),
+    "parse-chem": Entry("parse_chem", "parse_chem", "Read a chemical structure as canonical SMILES, checked by "
+                                                    "RDKit (prompt: parse-figure).", BATCH_EPILOG),
+    "describe": Entry("describe", "describe", "Describe each image in detail (prompt: describe); an empty "
+                                              "caption fails (exit 1).", BATCH_EPILOG),
+    "locate": Entry("locate", "locate", "Find TEXT in each image (prompt: locate, {text} replaced): JSON boxes on "
+                                        "the model's 0-999 grid and in pixels. Malformed boxes are left out and "
+                                        "out-of-range ones clamped, both noted; no box fails (exit 1).", BATCH_EPILOG),
+    "info": Entry("info", "info", "Model sizes, parameter counts, vision tokens per mode and the device, "
+                                  "without loading weights."),
+    "compress": Entry("compress", "compress", "Render text to page images and count text tokens, vision tokens "
+                                              "and the compression ratio."),
+    "eval": Entry("eval", "eval_", "Score the model's free OCR of known pages, per mode: edit distance, "
+                                   "precision, tokens, compression."),
+    "bench": Entry("bench", "bench", "Throughput on synthetic pages (or real PDFs, --pdf): pages/s, tokens/s, "
+                                     "first-token latency, vision and decode cost, memory."),
+    "serve": Entry("serve", "serve", "Serve the model over HTTP: OpenAI chat completions, /v1/convert, and the "
+                                     "commands' --server."),
+}
+
+
+class Commands(LazyGroup):
+    table = COMMANDS
+
+
+app = typer.Typer(cls=Commands, help="DeepSeek-OCR on your own GPU: documents in, clean structured output out.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"dsocr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", "-V", is_eager=True, callback=_print_version, help="Print the version and exit.")] = False) -> None:
+    pass
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):

@@ -23,7 +23,8 @@ OUTPUT_HELP = (
     "Inputs: image files, folders (searched recursively for images), - (paths on stdin, one per line). "
     "Output: one image, its data on stdout; several, --json writes JSON Lines (one object per image, its "
     "path in \"image\") and other formats put a line '==> IMAGE <==' before each image's data. "
-    "-o FILE (one image) or -o DIR/ (one file per image, named after it). "
+    "-o FILE (one image) or -o DIR/ (one file per image, named after it; with several images a new name "
+    "without a suffix, -o DIR, is a folder too). "
     "--from-raw FILE (one image) or DIR (IMAGE-NAME.txt per image) reads saved model output; "
     "without images it reads the file, or every .txt in DIR. "
     "Exit status: 0 all good, 1 some image failed (the others are still written), 2 usage error.")
@@ -31,7 +32,8 @@ OUTPUT_HELP = (
 ImagesArg = Annotated[Optional[list[str]], typer.Argument(
     help="Images (png jpg tiff webp bmp gif), folders, or - for paths on stdin.", show_default=False)]
 OutputOpt = Annotated[Optional[str], typer.Option(
-    "-o", "--output", help="FILE for one image, DIR/ for one file per image. Default: stdout.")]
+    "-o", "--output", help="FILE for one image, DIR/ for one file per image (several images: DIR without / too, "
+                        "when it does not exist and has no suffix). Default: stdout.")]
 FromRawOpt = Annotated[Optional[Path], typer.Option(
     "--from-raw", help="Saved raw model output instead of running the model: a text file (one image) or a "
                        "folder of IMAGE-NAME.txt files.")]

@@ -10,13 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .. import checkpoint
-from ..bench import random_weight_model, run_bench, run_pdf_bench, run_scaling
-from ..engine.multi import engine_devices
 from ..errors import DsocrError
-from ..page_lengths import load_lengths, real_lengths
 from ..preprocess import resolve_mode
-from ..runner import open_model, preprocess_workers
 from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, model_kind_of, print_json, warn
 
 
@@ -62,6 +57,12 @@ def bench(
         _show(report, f"dsocr bench --server: {report['mode']} mode, {pages} pages x {output_tokens} tokens, "
                       f"{clients} clients", as_json)
         return
+    from .. import checkpoint
+    from ..bench import random_weight_model, run_bench, run_pdf_bench, run_scaling  # torch: here, not for --help or --server
+    from ..engine.multi import engine_devices
+    from ..page_lengths import load_lengths, real_lengths
+    from ..runner import open_model, preprocess_workers
+
     if model_kind not in ("v1", "v2"):
         raise DsocrError("--model-kind takes v1 or v2")
     kind = model_kind if random_weights else model_kind_of(model)

@@ -54,6 +54,11 @@ PromptFileOpt = Annotated[Optional[Path], typer.Option(
 DEFAULTS = GenerationSettings()
 
 
+def choices(names) -> str:
+    """An option's choices as --help shows them (the value is checked with a one-line error)."""
+    return "<" + "|".join(names) + ">"
+
+
 def warn(message: str) -> None:
     stderr.print(f"dsocr: {message}", markup=False)
 

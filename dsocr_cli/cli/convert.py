@@ -24,8 +24,8 @@ from ..outputs.kept import read_kept_pages
 from ..prompts import load_prompt
 from ..requests import Runner
 from ..shard import parse_shard
-from ..writers import is_done, is_folder, plan_outputs, remove_temporaries
-from .common import PromptFileOpt, mode_of, resolve_prompt, stderr, warn
+from ..writers import folder_for_several, is_done, is_folder, plan_outputs, remove_temporaries
+from .common import PromptFileOpt, choices, mode_of, resolve_prompt, stderr, warn
 from .options import GUARDED, ModelChoice, model_options
 
 
@@ -36,15 +36,16 @@ def convert(
         help="PDFs, images (png jpg tiff webp bmp gif), folders (searched recursively), or - to read "
              "one path per line from stdin.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it), "
+        "-o", "--output", help="report.md for one input, DIR/ for several (input paths kept below it; DIR without / "
+                               "too, when it does not exist and has no suffix), "
                                "or - for stdout. Default: beside each input. Inputs and DIR/ may be URIs "
                                "(file://, s3://, ...: what fsspec opens).")] = None,
     no_layout: Annotated[bool, typer.Option("--no-layout", help="Free OCR: no layout blocks, boxes or figures.")] = False,
     prompt_file: PromptFileOpt = None,
     pages: Annotated[Optional[str], typer.Option("--pages", help="Pages to convert, 1-based: 1-3,7,10-")] = None,
     dpi: Annotated[int, typer.Option("--dpi", min=36, max=600, help="Resolution PDF pages are rendered at.")] = DPI,
-    tables: Annotated[str, typer.Option("--tables", help="auto (HTML only with merged cells), html or markdown.")] = "auto",
-    math: Annotated[str, typer.Option("--math-delimiters", help="dollars ($..$ and $$..$$) or latex (keep the LaTeX delimiters the model wrote).")] = "dollars",
+    tables: Annotated[str, typer.Option("--tables", metavar=choices(TABLE_MODES), help="auto (HTML only with merged cells), html or markdown.")] = "auto",
+    math: Annotated[str, typer.Option("--math-delimiters", metavar=choices(MATH_MODES), help="dollars ($..$ and $$..$$) or latex (keep the LaTeX delimiters the model wrote).")] = "dollars",
     keep_headers: Annotated[bool, typer.Option("--keep-headers", help="Keep page headers, footers and page numbers.")] = False,
     page_separator: Annotated[Optional[str], typer.Option(
         "--page-separator", help="Put this between pages ({page}: the next page's number), e.g. '---'.")] = None,
@@ -71,7 +72,8 @@ def convert(
         "--gpus", help="all or GPU indices (0,1,3): one engine per GPU, each handed pages as it makes room. "
                        "Without CUDA: one CPU engine.")] = None,
     shard: Annotated[Optional[str], typer.Option(
-        "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays).")] = None,
+        "--shard", help="I/N: convert only shard I (0..N-1) of the inputs, split stably by name (job arrays); "
+                        "I/A-B for an array numbered A..B, e.g. $SLURM_ARRAY_TASK_ID/1-8.")] = None,
     compile: Annotated[bool, typer.Option(
         "--compile", help="Compile the decode step (torch.compile): 30-50 s more to start, then faster steps "
                           "(README, Speed). Worth it for long runs.")] = False,
@@ -123,6 +125,7 @@ def convert(
         output = storage.local_path(output) if output else output
         skip = [output] if output and output != "-" else []
         sources = expand_inputs(_local_inputs(inputs), sys.stdin if "-" in inputs else None, skip=skip)
+        output = folder_for_several(output, sum(s.error is None for s in sources) > 1 or any(s.root for s in sources))
         options = replace(options, meta={"model": _served_model(choice.server) if choice.server else model_name(choice.model),
                                          **options.meta})
         part = parse_shard(shard) if shard else None

@@ -1,17 +1,18 @@
 """`dsocr info`: what a checkpoint's config implies, computed on the meta device (no weights)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..checkpoint import build_empty, official_shapes, resolve_config
-from ..model.ocr import DeepseekOCR
 from ..preprocess import mode_grid, modes_for, vision_token_count
 from .common import ModelOpt, print_json
+
+if TYPE_CHECKING:
+    from ..model.ocr import DeepseekOCR
 
 A4_AT_144_DPI = (1190, 1684)
 
@@ -45,6 +46,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model sizes, parameter counts, vision tokens per mode and the device, without loading weights."""
+    import torch  # for the device; an empty (meta) model counts the parameters
+
     config, source = resolve_config(model)
     net = build_empty(config)
     if keys:

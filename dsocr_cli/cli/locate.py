@@ -25,6 +25,8 @@ def locate(
     text: Annotated[str, typer.Argument(help="The text to find (the last argument).", show_default=False)] = ...,
     annotate: Annotated[Optional[Path], typer.Option(
         "--annotate", help="Draw the boxes on the image, to out.png (several images: out_IMAGE.png).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="JSON: what locate always writes (taken, like every command's --json).")] = True,
     output: OutputOpt = None,
     from_raw: FromRawOpt = None,
     prompt_file: PromptFileOpt = None,
