@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..errors import DsocrError
-from ..generate import LENGTH, finish_reason
+from ..generate import finish_reason
 from ..model.ocr import DeepseekOCR
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
 from ..tokenizer import Tokenizer
@@ -309,10 +309,13 @@ class Engine:
             yield from self._prefill(group, embeds, jobs)
 
     def _settings_for(self, prepared: Prepared) -> GenerationSettings:
-        forced = self.output_lengths.get(prepared.request.key)
-        if forced is None:
+        """The run's settings, with the page's own token limit: its request's (a server client's
+        max_tokens) or a benchmark's forced length, whichever is shorter."""
+        limits = [n for n in (self.output_lengths.get(prepared.request.key), prepared.request.max_new_tokens)
+                  if n is not None]
+        if not limits:
             return self.live
-        return replace(self.live, max_new_tokens=min(forced, self.live.max_new_tokens))
+        return replace(self.live, max_new_tokens=min(*limits, self.live.max_new_tokens))
 
     def _prefill(self, group: list[Sequence], embeds: list[torch.Tensor], jobs: list[VisionJob]) -> Iterator[OcrResult]:
         """One packed decoder pass over the group's prompts, first tokens; then the group joins."""
@@ -454,12 +457,9 @@ class Engine:
         return self.model.config.decoder.max_position_embeddings - seq.prompt_len
 
     def _finish_reason(self, seq: Sequence, loop: bool) -> str | None:
-        """The run's reason to stop, else the request's own token limit, else a cancellation."""
-        request = seq.prepared.request
+        """The page's reason to stop (its own settings: token limit, guard, context), else a cancellation."""
         done = finish_reason(seq.generated, self.eos, seq.settings, loop, self._context_left(seq))
-        if done is None and request.max_new_tokens is not None and len(seq.generated) >= request.max_new_tokens:
-            done = LENGTH
-        if done is None and self.cancelled and request.key in self.cancelled:
+        if done is None and self.cancelled and seq.prepared.request.key in self.cancelled:
             done = CANCELLED
         return done
 
