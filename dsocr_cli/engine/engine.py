@@ -23,6 +23,7 @@ import torch
 
 from ..errors import DsocrError
 from ..generate import finish_reason
+from ..model.eager import disable_marked
 from ..model.ocr import DeepseekOCR
 from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
 from ..tokenizer import Tokenizer
@@ -47,6 +48,7 @@ def compiled_step(step: Callable[[int], None]) -> Callable[[int], None]:
     import torch._dynamo
     import torch._inductor.config
 
+    disable_marked()
     torch._inductor.config.emulate_precision_casts = True
     torch._inductor.config.triton.coalesce_tiling_analysis = False  # asserts on some dynamic-shape kernels (torch 2.11)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(BUCKETS))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..model.eager import eager_under_compile
 from .triton_decode import paged_decode_attention, triton_available
 
 PAGE = 64  # tokens per page
@@ -83,7 +84,7 @@ class DecodeKV:
 
     # Kept out of torch.compile: traced, the in-place write into the pool becomes a copy of a whole
     # layer of the cache. Inside a captured CUDA graph the break costs nothing.
-    @torch.compiler.disable
+    @eager_under_compile
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q, k, v: B x heads x 1 x D
         self.pool.write(layer, self.slots, k[:, :, 0], v[:, :, 0])
