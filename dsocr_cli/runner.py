@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, timing
 from .errors import DsocrError
 from .model.ocr import DeepseekOCR
 from .requests import Runner, settings_for
@@ -60,12 +60,25 @@ def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", lo
     workers that take seconds to start."""
     from .engine.engine import Engine
 
+    timing.clock.model_starts()
     net, tokenizer = open_model(model, device, dtype)
-    workers = preprocess_workers(net.lm_head.weight.device) if pages is None or pages > 1 else 0
+    where = net.lm_head.weight.device
+    settle(where)
+    timing.clock.mark("load")
+    workers = preprocess_workers(where) if pages is None or pages > 1 else 0
     if pages is not None:  # a small run gets a small engine; a huge one no more rows than a GPU could use
         max_batch = min(max_batch or pages, pages, MAX_ROWS)
-    return Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
-                  max_batch=max_batch, workers=workers, compile=compile)
+    engine = Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
+                    max_batch=max_batch, workers=workers, compile=compile)
+    settle(where)
+    timing.clock.mark("setup")
+    return engine
+
+
+def settle(device: torch.device) -> None:
+    """Wait for the device's queued copies and kernels, so a phase's time is its own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 MAX_ROWS = 256   # the engine's own ceiling when it sizes the batch from the KV cache

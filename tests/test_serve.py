@@ -5,6 +5,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -287,6 +288,16 @@ def test_the_remote_client_imports_no_torch(server, tmp_path, monkeypatch):
     code, heavy, err = imported_by("convert", tmp_path / "p.png", "-o", tmp_path / "p.md", "--server", url, "--mode",
                                    "tiny", "--max-new-tokens", "4", "-q")
     assert code in (0, 1) and (tmp_path / "p.md").is_file() and "torch" not in heavy, (heavy, err)
+
+
+def test_v_through_the_server_splits_the_call_into_import_and_work(server, tmp_path, dsocr, monkeypatch):
+    url, _, _ = server
+    monkeypatch.setenv("DSOCR_API_KEY", KEY)
+    (tmp_path / "p.png").write_bytes(page_png("timed"))
+    args = ("ocr", tmp_path / "p.png", "--server", url, "--mode", "tiny", "--max-new-tokens", "4")
+    plain, timed = dsocr(*args), dsocr(*args, "-v")
+    assert timed.code == plain.code and timed.stdout == plain.stdout
+    assert re.search(r"^dsocr: import \d+\.\d\d s, work \d+\.\d\d s$", timed.stderr, re.M), timed.stderr
 
 
 def test_sigterm_lets_requests_in_flight_finish_then_exits(server):

@@ -115,3 +115,9 @@ def test_an_unknown_command_suggests_the_nearest(dsocr):
     out = dsocr("lcate")
     assert out.code == 2 and "locate" in out.stderr
     assert app.info.cls.table is COMMANDS
+
+
+@pytest.mark.parametrize("args", [("info",), ("info", "--json")])
+def test_info_imports_nothing_heavy(args):
+    code, heavy, err = imported_by(*args)
+    assert code == 0 and not heavy, (heavy, err)

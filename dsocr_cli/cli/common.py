@@ -48,6 +48,9 @@ NgramWindowOpt = Annotated[int, typer.Option("--ngram-window", min=1, help="Wind
 ServerOpt = Annotated[Optional[str], typer.Option(
     "--server", envvar="DSOCR_SERVER", help="Send the pages to a running `dsocr serve` at this URL instead of "
                                             "loading a model here (same output).")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "-v", "--verbose", help="At the end, one line on stderr: where the call's time went (import, load, setup, work; "
+                            "import and work with --server). convert: also a line per document as it is written.")]
 PromptFileOpt = Annotated[Optional[Path], typer.Option(
     "--prompt-file", help=f"Read the prompt from a file. Shipped prompts: {', '.join(prompt_names())}.")]
 

@@ -65,7 +65,6 @@ def convert(
         "--retry-incomplete", help="With -o DIR/: convert again the documents the manifest records incomplete "
                                    "(pages unfinished or unread), not only those not done.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or summary; errors only.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="A line per document as it is written.")] = False,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as "
                                                                         "many as GPU memory holds).")] = None,
     gpus: Annotated[Optional[str], typer.Option(
@@ -139,10 +138,10 @@ def convert(
         runner = _runner(choice, batch, gpus, ray, compile) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
-        _tell(report, quiet, verbose)
+        _tell(report, quiet, choice.verbose)
     def record(report, console=stderr):
         _record(manifest, remote, report)
-        _tell(report, quiet, verbose, console)
+        _tell(report, quiet, choice.verbose, console)
 
     reports += _run_jobs(jobs, runner, options, started, not quiet and stderr.is_terminal, record)
     if not quiet:

@@ -1,43 +1,20 @@
-"""`dsocr info`: what a checkpoint's config implies, computed on the meta device (no weights)."""
+"""`dsocr info`: what a checkpoint's config implies, from the config alone (no weights, no torch;
+`--keys` builds the network on the meta device to list its exact layout)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..checkpoint import build_empty, official_shapes, resolve_config
+from ..gpu_name import gpu_name
+from ..model.sizes import parameter_counts
 from ..preprocess import mode_grid, modes_for, vision_token_count
 from .common import ModelOpt, print_json
 
-if TYPE_CHECKING:
-    from ..model.ocr import DeepseekOCR
-
 A4_AT_144_DPI = (1190, 1684)
-
-
-def parameter_counts(model: DeepseekOCR) -> dict[str, int]:
-    """Totals per part, and the decoder parameters one token actually uses (its top-k experts,
-    no embedding table: a lookup is not compute)."""
-    def count(module) -> int:
-        return sum(p.numel() for p in module.parameters())
-
-    body, dec = model.model, model.config.decoder
-    v2 = model.config.kind == "v2"
-    decoder = count(body.layers) + count(body.norm) + count(model.lm_head)
-    unused_experts = sum(count(layer.mlp.experts) * (dec.n_routed_experts - dec.num_experts_per_tok)
-                         // dec.n_routed_experts
-                         for i, layer in enumerate(body.layers) if dec.is_moe_layer(i))
-    return {
-        "total": count(model),
-        "sam": count(body.sam_model),
-        **({"deepencoder_v2": count(body.qwen2_model)} if v2 else {"clip": count(body.vision_model)}),
-        "projector": count(body.projector) + (0 if v2 else body.image_newline.numel()) + body.view_seperator.numel(),
-        "embedding": count(body.embed_tokens),
-        "decoder": decoder,
-        "active_per_token": decoder - unused_experts,
-    }
 
 
 def info(
@@ -46,12 +23,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Model sizes, parameter counts, vision tokens per mode and the device, without loading weights."""
-    import torch  # for the device; an empty (meta) model counts the parameters
-
     config, source = resolve_config(model)
-    net = build_empty(config)
     if keys:
-        shapes = official_shapes(net)
+        shapes = official_shapes(build_empty(config))
         if as_json:
             print_json({"keys": sorted(shapes), "shapes": {k: list(shapes[k]) for k in sorted(shapes)}})
         else:
@@ -64,7 +38,6 @@ def info(
     tokens = {name: vision_token_count(m, *page) for name, m in modes.items()}
     second = ({"encoder_width": config.encoder.hidden_size, "encoder_layers": config.encoder.layers}
               if config.encoder else {"clip_width": config.clip.width, "clip_layers": config.clip.layers})
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA device found)"
     facts = {
         "model": source,
         "kind": config.kind,
@@ -72,10 +45,10 @@ def info(
                     "routed_experts": dec.n_routed_experts, "experts_per_token": dec.num_experts_per_tok,
                     "shared_experts": dec.n_shared_experts, "vocab": dec.vocab_size},
         "vision": {"sam_width": config.sam.width, "sam_layers": config.sam.layers, **second},
-        "parameters": parameter_counts(net),
+        "parameters": parameter_counts(config),
         "vision_tokens_a4_page": tokens,
         "gundam_tiles_a4_page": list(mode_grid(modes["gundam"], *page)),
-        "device": device,
+        "device": gpu_name() or "cpu (no CUDA device found)",
     }
     if as_json:
         print_json(facts)

@@ -11,16 +11,19 @@ import inspect
 from dataclasses import dataclass, fields
 from typing import Callable
 
+import typer
+
+from .. import timing
 from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
-                     NgramWindowOpt, ServerOpt)
+                     NgramWindowOpt, ServerOpt, VerboseOpt, warn)
 
 OPTIONS = {"mode": ModeOpt, "model": ModelOpt, "device": DeviceOpt, "dtype": DtypeOpt,
            "max_new_tokens": MaxTokensOpt, "ngram_size": NgramOpt, "ngram_window": NgramWindowOpt,
-           "server": ServerOpt}
+           "server": ServerOpt, "verbose": VerboseOpt}
 LOADING = ("model", "device", "dtype")                       # which checkpoint, where
 GENERATION = ("max_new_tokens", "ngram_size", "ngram_window")  # the token limit and the repetition guard
-READING = ("mode", *LOADING, "max_new_tokens", "server")     # the per-image commands
-GUARDED = ("mode", *LOADING, *GENERATION, "server")          # convert, ocr
+READING = ("mode", *LOADING, "max_new_tokens", "server", "verbose")  # the per-image commands
+GUARDED = ("mode", *LOADING, *GENERATION, "server", "verbose")       # convert, ocr
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ModelChoice:
     ngram_size: int = DEFAULTS.ngram_size
     ngram_window: int = DEFAULTS.ngram_window
     server: str | None = None  # a `dsocr serve` URL: the pages run there instead of on a model loaded here
+    verbose: bool = False    # -v: the call's time split on stderr (convert: also a line per document)
     logprobs: bool = False   # not an option here: `ocr --json --logprobs` sets it
 
     @property
@@ -51,7 +55,9 @@ def model_options(*names: str, **defaults) -> Callable[[Callable], Callable]:
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def run(**kwargs):
-            return command(choice=ModelChoice(**{name: kwargs.pop(name) for name in names}), **kwargs)
+            choice = ModelChoice(**{name: kwargs.pop(name) for name in names})
+            with TimeSplit(choice.verbose):
+                return command(choice=choice, **kwargs)
 
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "choice"]
         added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=OPTIONS[name],
@@ -61,3 +67,19 @@ def model_options(*names: str, **defaults) -> Callable[[Callable], Callable]:
                                **{name: OPTIONS[name] for name in names}}
         return run
     return decorate
+
+
+class TimeSplit:
+    """Around one command: a fresh call clock, and with -v its split (import, load, setup, work) on
+    stderr when the command ends, also when some inputs failed (exit 1); not after a usage error."""
+
+    def __init__(self, shown: bool):
+        self.shown = shown
+
+    def __enter__(self) -> "TimeSplit":
+        self.clock = timing.begin_call()
+        return self
+
+    def __exit__(self, kind, exc, trace) -> None:
+        if self.shown and (kind is None or issubclass(kind, typer.Exit)):
+            warn(timing.split_line(self.clock.split()))
