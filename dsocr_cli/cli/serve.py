@@ -61,7 +61,10 @@ def serve(
     app = create_app(Server(scheduler, tokenizer, name, mode_of(mode, None if random_weights else model), limits, api_key, logprobs))
     where = listener.getsockname()
     warn(f"serving {name} on http://{where[0]}:{where[1]} (engine batch {engine.max_batch}; SIGTERM or Ctrl-C stops)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=None)
+    # keep-alive of 75 s, not uvicorn's 5: pooled clients (the openai client, --server) reuse idle
+    # connections, and one closed as a request goes out on it ends that request with no answer
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=None,
+                            timeout_keep_alive=75)
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handlers it found:
     # these let the engine stop in order and the command exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

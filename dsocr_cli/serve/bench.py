@@ -20,6 +20,7 @@ from ..bench import synthetic_page
 from ..errors import DsocrError
 from ..preprocess import Mode
 from ..prompts import load_prompt
+from .client import request_once_more_if_dropped
 
 DISTINCT_PAGES = 16
 
@@ -46,8 +47,8 @@ def run_server_bench(url: str, api_key: str | None, mode: Mode, pages: int, outp
 
     def one(i: int) -> tuple[float, dict]:
         start = time.perf_counter()
-        answer = http.post("/v1/dsocr/ocr", files={"image": ("page.png", images[i % len(images)], "image/png")},
-                           data={"options": options})
+        answer = request_once_more_if_dropped(http, "POST", "/v1/dsocr/ocr", data={"options": options},
+                                              files={"image": ("page.png", images[i % len(images)], "image/png")})
         if answer.status_code != 200:
             raise DsocrError(f"the server answered {answer.status_code}: {answer.text[:200]}")
         return time.perf_counter() - start, answer.json()

@@ -29,6 +29,16 @@ BUSY_RETRIES = 6         # a full queue (503) is asked again after 0.5, 1, 2, ..
 PAGE_ERRORS = ("invalid_image", "image_too_large")  # what the server says of one page, not of the run
 
 
+def request_once_more_if_dropped(http: httpx.Client, method: str, path: str, **kwargs) -> httpx.Response:
+    """http.request, sent again once when the connection closed before any answer: a kept-alive
+    connection the server has just timed out looks like that. A page is safe to send twice (the
+    server cancels the pages of a client that has gone)."""
+    try:
+        return http.request(method, path, **kwargs)
+    except httpx.RemoteProtocolError:
+        return http.request(method, path, **kwargs)
+
+
 class PageRefused(Exception):
     pass
 
@@ -125,7 +135,7 @@ class RemoteRunner:
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         for attempt in range(BUSY_RETRIES + 1):
             try:
-                response = self.http.request(method, path, **kwargs)
+                response = request_once_more_if_dropped(self.http, method, path, **kwargs)
             except httpx.HTTPError as exc:
                 raise DsocrError(f"cannot reach the dsocr server at {self.url}: {exc}") from None
             if response.status_code != 503 or attempt == BUSY_RETRIES:
