@@ -1,5 +1,6 @@
 """The engine must give the plain path's greedy output token for token (fp32, tiny model, CPU)."""
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -129,6 +130,18 @@ def test_engine_switches_settings_between_runs_like_the_plain_path(eos_prone_mod
         got = {r.key: (r.token_ids, r.page_size) for r in engine.run(requests(specs), settings=settings)}
         assert {k: ids for k, (ids, _) in got.items()} == plain
         assert all(size == specs[k][0].size for k, (_, size) in got.items())
+
+
+def test_a_compiled_engine_steps_eagerly_after_a_guard_change(eos_prone_model):
+    """Recompiling for a retry pass's new state failed in Inductor on the H200: the step goes eager."""
+    tok = Tokenizer.bundled()
+    loose = settings_for(tok, max_new_tokens=32, ngram_size=0)
+    engine = Engine(eos_prone_model, tok, loose, max_batch=2, kv_bytes=64 * PAGE_BYTES, compile=True)
+    compiled = engine.step_fn
+    engine._use_settings(replace(loose, max_new_tokens=16))  # a shorter limit: nothing baked changes
+    assert engine.step_fn is compiled
+    engine._use_settings(settings_for(tok, max_new_tokens=32, ngram_size=2, ngram_window=16))
+    assert engine.step_fn == engine._step
 
 
 def test_settings_given_to_a_run_hold_for_that_run_only(eos_prone_model):

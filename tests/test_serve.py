@@ -232,6 +232,19 @@ def test_a_client_that_leaves_cancels_its_request(server, stream):
     assert wait_for(lambda: metrics(url)["dsocr_running_pages"] == 0)  # freed, not run to the end
 
 
+def test_a_client_that_hangs_up_mid_upload_is_no_server_error(server):
+    url, _, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    gone, failed = (f'dsocr_http_responses_total{{endpoint="/v1/dsocr/ocr",status="{s}"}}' for s in (499, 500))
+    before = metrics(url)
+    with socket.create_connection((host, int(port)), timeout=60) as conn:  # promises 100 kB, sends 200 bytes
+        conn.sendall(b"POST /v1/dsocr/ocr HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+                     + b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n\r\n" + b"x" * 100)
+    assert wait_for(lambda: metrics(url).get(gone, 0) == before.get(gone, 0) + 1)
+    assert metrics(url).get(failed, 0) == before.get(failed, 0)
+
+
 def test_bench_against_the_server(server, dsocr, monkeypatch):
     url, _, _ = server
     monkeypatch.setenv("DSOCR_API_KEY", KEY)

@@ -183,6 +183,10 @@ class Engine:
             self.graphs = {}  # captured again as the run needs them, in a new pool: the old one
             if self.use_graphs:  # is freed with its graphs, and capturing into it again fails
                 self.graph_pool = torch.cuda.graph_pool_handle()
+            # Recompiling the step for the new state failed inside Inductor on the H200 (torch 2.11:
+            # "Expected !size_bytes_is_heap_allocated_"), so from here on it runs eager (still replayed
+            # from CUDA graphs): a retry pass is a few pages.
+            self.step_fn = self._step
 
     def _capture(self, b: int) -> None:
         """A CUDA graph of the decode step for bucket b, captured the first time a run needs it (a

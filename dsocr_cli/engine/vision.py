@@ -1,15 +1,13 @@
 """Vision for a group of admitted pages: every view of one size in a few large batches.
 
-Views arrive as uint8 CPU tensors from the workers. On CUDA each batch is staged in pinned host
-memory (one plain copy per view: a large CPU torch.stack runs on an OpenMP thread team that the busy
-preprocessing workers starve) and sent from there: a copy from pageable memory first waits for
-everything queued on the vision stream, which held the engine's host thread, and so decode, for
-as long as the vision before it ran. Batches come in power-of-two sizes (full chunks of about
-VISION_PIXELS, then the remainder in binary parts) and each (side, size) met a second time is
-replayed from a CUDA graph: an encoder pass is about 1,000 kernels, and launching them from a host
-shared with the workers cost as much as running them; a shape met once (a single page) runs eager,
-since capturing costs more than one pass. The graphs share one memory pool (they never run at
-once) and their outputs are copied out.
+Views arrive as uint8 CPU tensors from the workers. Each is copied to the device on its own and
+the batch is stacked there: a large CPU torch.stack in the GPU process runs on an OpenMP thread
+team that the busy preprocessing workers starve. Batches come in power-of-two sizes (full chunks
+of about VISION_PIXELS, then the remainder in binary parts) and, on CUDA, each (side, size) met a
+second time is replayed from a CUDA graph: an encoder pass is about 1,000 kernels, and launching
+them from a host shared with the workers cost as much as running them. A shape met once (a single
+page) runs eager: capturing costs a warm-up pass and a capture, more than the one pass it saves.
+The graphs share one memory pool (they never run at once) and their outputs are copied out.
 
 On CUDA a group's vision runs on a stream of its own (`start`), so the engine keeps decoding the
 running pages while the next group is encoded: vision is bound by arithmetic and decode by memory,
@@ -128,27 +126,18 @@ class VisionEncoder:
         return feats
 
     def _run(self, views: list[torch.Tensor]) -> torch.Tensor:
-        if self.device.type != "cuda":
-            return self.model.encode_views(normalize(torch.stack(views).to(self.device)))
         key = (tuple(views[0].shape), len(views))
         captured = self.captured.get(key)
         if captured is None and self.use_graphs and key in self.met:
             captured = self._capture(*key)
         self.met.add(key)
         if captured is None:
-            return self.model.encode_views(normalize(self._staged(views).to(self.device, non_blocking=True)))
-        captured.pixels.copy_(self._staged(views), non_blocking=True)
+            batch = torch.stack([v.to(self.device, non_blocking=True) for v in views])
+            return self.model.encode_views(normalize(batch))
+        for slot, view in zip(captured.pixels, views):
+            slot.copy_(view, non_blocking=True)
         captured.graph.replay()
         return captured.features.clone()
-
-    @staticmethod
-    def _staged(views: list[torch.Tensor]) -> torch.Tensor:
-        """The views in one pinned host buffer: a copy from it is queued without the host waiting.
-        torch's pinned allocator keeps the buffer from reuse until the copy has run."""
-        staged = torch.empty((len(views), *views[0].shape), dtype=views[0].dtype, pin_memory=True)
-        for slot, view in zip(staged, views):
-            slot.copy_(view)
-        return staged
 
     def _capture(self, shape: tuple, n: int) -> _Captured:
         pixels = torch.full((n, *shape), 255, dtype=torch.uint8, device=self.device)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from ..errors import DsocrError
 from ..preprocess import Mode
@@ -47,6 +48,7 @@ def create_app(server: Server) -> Guard:
     app = FastAPI(title="dsocr", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     app.add_exception_handler(BadInput, _bad_input)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(DsocrError, _dsocr_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -58,6 +60,12 @@ def create_app(server: Server) -> Guard:
     app.add_api_route("/v1/dsocr/tokenizer", tokenizer_json, methods=["GET"])
     app.add_api_route("/v1/convert", convert_upload, methods=["POST"])
     return Guard(app, server)
+
+
+def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """A client that hung up mid-upload: nobody to answer (499, nginx's "client closed request", for
+    /metrics), and no traceback in the server's log, since nothing went wrong in the server."""
+    return Response(status_code=499)
 
 
 def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
