@@ -1,4 +1,4 @@
-"""Marked eager functions: loading the model and engine imports no torch._dynamo (seconds a call);
+"""Loading the model and engine imports no torch._dynamo (seconds a call);
 a compile wraps the marked functions where they are defined."""
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from dsocr_cli.model import eager
 
 
 def test_loading_model_and_engine_imports_no_dynamo_or_sympy():
+    """Importing them, and building both models on the meta device as every load does first."""
     code = ("import sys, dsocr_cli.runner, dsocr_cli.engine.engine, dsocr_cli.engine.paged_kv; "
+            "from dsocr_cli.checkpoint import V2_MODEL, ModelConfig, build_empty, official_config; "
+            "[build_empty(ModelConfig.from_dict(official_config(*name))) for name in ((), (V2_MODEL,))]; "
             "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch._inductor') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]", out.stderr

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ClipConfig
+from .embedding import embedding
 
 
 def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:
@@ -28,7 +29,7 @@ class ClipEmbeddings(nn.Module):
         super().__init__()
         self.class_embedding = nn.Parameter(torch.zeros(cfg.width))
         self.patch_embedding = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
-        self.position_embedding = nn.Embedding(cfg.pos_grid ** 2 + 1, cfg.width)
+        self.position_embedding = embedding(cfg.pos_grid ** 2 + 1, cfg.width)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """B x C x h x w SAM features -> B x (1 + hw) x C tokens with CLS and positions."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import EncoderV2Config
 from .decoder import MLP, RMSNorm, apply_rope, rope_cos_sin
+from .embedding import embedding
 
 QUERY_BANKS = {144: "query_768", 256: "query_1024"}  # tokens per view -> bank
 
@@ -82,8 +83,8 @@ class DeepEncoderV2(nn.Module):
     def __init__(self, cfg: EncoderV2Config):
         super().__init__()
         self.config = cfg
-        self.query_768 = nn.Embedding(144, cfg.hidden_size)
-        self.query_1024 = nn.Embedding(256, cfg.hidden_size)
+        self.query_768 = embedding(144, cfg.hidden_size)
+        self.query_1024 = embedding(256, cfg.hidden_size)
         self.model = nn.ModuleDict({"model": EncoderStack(cfg)})  # the checkpoint's model.model nesting
 
     def forward(self, sam_features: torch.Tensor) -> torch.Tensor:

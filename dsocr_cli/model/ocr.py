@@ -14,8 +14,9 @@ from torch import nn
 
 from .clip import ClipEncoder
 from .config import ModelConfig
-from .encoder_v2 import DeepEncoderV2
 from .decoder import DecoderLayer, RMSNorm, rope_cos_sin
+from .embedding import embedding
+from .encoder_v2 import DeepEncoderV2
 from .sam import SamEncoder
 
 
@@ -37,7 +38,7 @@ class OCRBody(nn.Module):
             self.image_newline = nn.Parameter(torch.zeros(dec.hidden_size))
         self.projector = Projector(cfg.projector_input_dim, dec.hidden_size)
         self.view_seperator = nn.Parameter(torch.zeros(dec.hidden_size))
-        self.embed_tokens = nn.Embedding(dec.vocab_size, dec.hidden_size)
+        self.embed_tokens = embedding(dec.vocab_size, dec.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(dec, i) for i in range(dec.num_hidden_layers))
         self.norm = RMSNorm(dec.hidden_size, dec.rms_norm_eps)
 
