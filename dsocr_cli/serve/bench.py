@@ -20,7 +20,7 @@ from ..bench import synthetic_page
 from ..errors import DsocrError
 from ..preprocess import Mode
 from ..prompts import load_prompt
-from .client import request_once_more_if_dropped
+from .client import ThreadClients, request_once_more_if_dropped
 
 DISTINCT_PAGES = 16
 
@@ -38,8 +38,7 @@ def _metrics(http: httpx.Client) -> dict[str, float]:
 
 def run_server_bench(url: str, api_key: str | None, mode: Mode, pages: int, output_tokens: int, clients: int) -> dict:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=httpx.Timeout(None, connect=30),
-                        limits=httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2))
+    connections = ThreadClients(base_url=url.rstrip("/"), headers=headers, timeout=httpx.Timeout(None, connect=30))
     options = json.dumps({"prompt": load_prompt("document"), "mode": mode.name, "max_new_tokens": output_tokens,
                           "ignore_eos": True})
     with ThreadPoolExecutor(DISTINCT_PAGES) as pool:
@@ -47,7 +46,7 @@ def run_server_bench(url: str, api_key: str | None, mode: Mode, pages: int, outp
 
     def one(i: int) -> tuple[float, dict]:
         start = time.perf_counter()
-        answer = request_once_more_if_dropped(http, "POST", "/v1/dsocr/ocr", data={"options": options},
+        answer = request_once_more_if_dropped(connections.get(), "POST", "/v1/dsocr/ocr", data={"options": options},
                                               files={"image": ("page.png", images[i % len(images)], "image/png")})
         if answer.status_code != 200:
             raise DsocrError(f"the server answered {answer.status_code}: {answer.text[:200]}")
@@ -55,16 +54,16 @@ def run_server_bench(url: str, api_key: str | None, mode: Mode, pages: int, outp
 
     try:
         one(0)  # warm-up: the server's preprocessing workers start, the guard's decode steps are captured
-        before = _metrics(http)
+        before = _metrics(connections.get())
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             done = list(pool.map(one, range(pages)))
         wall = time.perf_counter() - start
-        after = _metrics(http)
+        after = _metrics(connections.get())
     except httpx.HTTPError as exc:
         raise DsocrError(f"cannot reach the dsocr server at {url}: {exc}") from None
     finally:
-        http.close()
+        connections.close()
     latencies = sorted(seconds for seconds, _ in done)
     steps = after["dsocr_decode_steps_total"] - before["dsocr_decode_steps_total"]
     return {"mode": mode.name, "pages": pages, "clients": clients, "output_tokens_per_page": output_tokens,

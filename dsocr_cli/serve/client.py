@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator
@@ -39,6 +40,32 @@ def request_once_more_if_dropped(http: httpx.Client, method: str, path: str, **k
         return http.request(method, path, **kwargs)
 
 
+class ThreadClients:
+    """One httpx.Client (one connection) per thread. httpx's sync connection pool, shared by many
+    threads, can close a connection it has just handed to a waiting request (httpcore 1.0.9,
+    encode/httpcore#1110): 512 client threads on one pool saw 'Bad file descriptor' failures."""
+
+    def __init__(self, **options):
+        self.options = options
+        self.local = threading.local()
+        self.made: list[httpx.Client] = []
+        self.lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = httpx.Client(limits=httpx.Limits(max_connections=1), **self.options)
+            with self.lock:
+                self.made.append(client)
+        return client
+
+    def close(self) -> None:
+        with self.lock:
+            for client in self.made:
+                client.close()
+            self.made.clear()
+
+
 class PageRefused(Exception):
     pass
 
@@ -49,9 +76,7 @@ class RemoteRunner:
         self.url = url.rstrip("/")
         self.settings, self.logprobs, self.concurrency = settings, logprobs, concurrency
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.http = httpx.Client(base_url=self.url, headers=headers, limits=limits,
-                                 timeout=httpx.Timeout(timeout, connect=10.0))
+        self.clients = ThreadClients(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
         self._tokenizer: Tokenizer | None = None
         self.engines, self.devices, self.pages_done = 1, [], []  # one engine, the server's; progress unknown
 
@@ -109,7 +134,7 @@ class RemoteRunner:
         if on_token is None:
             return self._call("POST", "/v1/dsocr/ocr", files=files, data=data).json()
         try:
-            with self.http.stream("POST", "/v1/dsocr/ocr", files=files, data=data) as response:
+            with self.clients.get().stream("POST", "/v1/dsocr/ocr", files=files, data=data) as response:
                 self._check(response, streamed=True)
                 for line in response.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
@@ -135,7 +160,7 @@ class RemoteRunner:
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         for attempt in range(BUSY_RETRIES + 1):
             try:
-                response = request_once_more_if_dropped(self.http, method, path, **kwargs)
+                response = request_once_more_if_dropped(self.clients.get(), method, path, **kwargs)
             except httpx.HTTPError as exc:
                 raise DsocrError(f"cannot reach the dsocr server at {self.url}: {exc}") from None
             if response.status_code != 503 or attempt == BUSY_RETRIES:
@@ -159,7 +184,7 @@ class RemoteRunner:
         raise DsocrError(f"the dsocr server at {self.url} answered {response.status_code}: {message}")
 
     def close(self) -> None:
-        self.http.close()
+        self.clients.close()
 
 
 def remote_runner(url: str, logprobs: bool = False, **settings) -> RemoteRunner:
