@@ -27,7 +27,7 @@ from .prompts import load_prompt
 from .random_weights import random_model
 from .engine.plain import PlainRunner
 from .requests import OcrRequest, settings_for
-from .runner import pick_device, pick_dtype, preprocess_workers
+from .runner import pick_device, pick_dtype, preprocess_workers, settle
 from .tokenizer import Tokenizer
 
 A4 = (1190, 1684)
@@ -59,11 +59,6 @@ def _requests(n: int, mode: Mode, prompt: str, offset: int = 0):
     return (OcrRequest(partial(synthetic_page, offset + i), prompt, mode, key=offset + i) for i in range(n))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def warm_engine(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, longest: int, batch: int | None,
                 workers: int, compile: bool, single_tokens: int) -> tuple[Engine, float, float]:
     """An engine whose pages run to their forced lengths, warmed up on one page; its set-up seconds
@@ -93,7 +88,7 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
     engine.stats = EngineStats()
     start = time.perf_counter()
     results = list(engine.run(_requests(pages, mode, prompt), output_lengths=forced))
-    _sync(device)
+    settle(device)
     wall = time.perf_counter() - start
     tokens = sum(len(r.token_ids) for r in results)
     stats = engine.stats
@@ -126,7 +121,7 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
         plain = PlainRunner(model, tokenizer, settings_for(tokenizer, max_new_tokens=output_tokens, ignore_eos=True))
         start = time.perf_counter()
         list(plain.run(_requests(1, mode, prompt, offset=20_000)))
-        _sync(device)
+        settle(device)
         plain_s = time.perf_counter() - start
         report["baseline_pages_per_s"] = 1 / plain_s
         report["baseline_tokens_per_s"] = output_tokens / plain_s
@@ -181,7 +176,7 @@ def run_pdf_bench(model: DeepseekOCR, tokenizer: Tokenizer, paths: list[str], mo
         engine.stats = EngineStats()
         start = time.perf_counter()
         reports = list(convert(jobs, runner, options))
-        _sync(device)
+        settle(device)
         wall = time.perf_counter() - start
     engine.close()
     pages = sum(len(job.numbers) for job in jobs)
