@@ -3,9 +3,9 @@
 
 A checkpoint is a folder with config.json, tokenizer.json and safetensors weights (one file or
 shards listed by model.safetensors.index.json), or a Hugging Face repo id fetched into the hub
-cache (config, tokenizer and safetensors only: never Python code). Weights are read tensor by
-tensor into a model built on the meta device, so it is never materialised twice; each tensor
-keeps the dtype its safetensors header gives until it is cast into the model's.
+cache (config, tokenizer and safetensors only: never Python code). Weights are streamed file by
+file (weight_stream.py) into a model built on the meta device, so it is never materialised
+twice; each tensor keeps the dtype its safetensors header gives until it is cast into the model's.
 """
 from __future__ import annotations
 
@@ -198,6 +198,23 @@ def build_empty(config: ModelConfig) -> DeepseekOCR:
         return build_model(config)
 
 
+def build_on(config: ModelConfig, device: torch.device | str, dtype: torch.dtype) -> DeepseekOCR:
+    """The model with uninitialised weights on `device`, floating ones in `dtype`: built on the meta
+    device, then each tensor allocated for itself. (Module.to_empty goes through torch's Python
+    reference of empty_like, which imports sympy: seconds of every start.)"""
+    import torch
+
+    model = build_empty(config)
+    for module in model.modules():
+        for name, t in list(module.named_parameters(recurse=False)):
+            fresh = torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
+            module.register_parameter(name, torch.nn.Parameter(fresh, requires_grad=t.requires_grad))
+        for name, t in list(module.named_buffers(recurse=False)):
+            fresh = torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
+            module.register_buffer(name, fresh, persistent=name not in module._non_persistent_buffers_set)
+    return model
+
+
 @dataclass(frozen=True)
 class Source:
     """Where one official tensor is stored: file, stored key, index into the stored tensor."""
@@ -228,10 +245,12 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
     """Build the model from folder/config.json and fill it from the safetensors weights."""
     import torch
 
+    from .weight_stream import stream_file, tensor_offsets
+
     if dtype == torch.float32:  # fp32 is the exactness mode: no TF32 shortcuts in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    model = build_empty(read_config(folder)).to(dtype).to_empty(device=device)
+    model = build_on(read_config(folder), device, dtype)
     layout = checkpoint_layout(model)
     sources = weight_sources(folder)
     missing = [k for k in layout if k not in sources]
@@ -241,14 +260,16 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
     params = dict(model.named_parameters())
     with torch.no_grad():
         for path, keys in _by_file({key: sources[key].path for key in layout}).items():
-            with _open_weights(path, str(device)) as f:
-                for key in keys:
-                    slot, source = layout[key], sources[key]
-                    target = params[slot.param][slot.index]
-                    tensor = f.get_slice(source.key)[source.index] if source.index else f.get_tensor(source.key)
-                    if tuple(tensor.shape) != tuple(target.shape):
-                        raise CheckpointError(f"{key} has shape {tuple(tensor.shape)}, config.json implies "
-                                              f"{tuple(target.shape)}: config and weights do not match")
-                    target.copy_(tensor.to(target.dtype))  # the stored dtype is per tensor (v2 mixes them)
+            stored, _ = tensor_offsets(path)
+            parts = []
+            for key in keys:
+                slot, source = layout[key], sources[key]
+                target = params[slot.param][slot.index]
+                shape = tuple(torch.empty(stored[source.key][1], device="meta")[source.index].shape)
+                if shape != tuple(target.shape):
+                    raise CheckpointError(f"{key} has shape {shape}, config.json implies "
+                                          f"{tuple(target.shape)}: config and weights do not match")
+                parts.append((source.key, source.index, target))  # the stored dtype is per tensor (v2 mixes them)
+            stream_file(path, parts)
     return model.for_inference()
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .checkpoint import build_empty, checkpoint_layout
+from .checkpoint import build_on, checkpoint_layout
 from .model.config import ModelConfig
 from .model.decoder import RMSNorm
 from .model.ocr import DeepseekOCR
@@ -41,7 +41,7 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
 
 
 def random_model(config: ModelConfig, seed: int, device: torch.device, dtype: torch.dtype) -> DeepseekOCR:
-    model = build_empty(config).to(dtype).to_empty(device=device)
+    model = build_on(config, device, dtype)
     return randomize_(model, seed).for_inference()
 
 

@@ -8,11 +8,13 @@ import sys
 from dsocr_cli.model import eager
 
 
-def test_loading_model_and_engine_imports_no_dynamo_or_sympy():
-    """Importing them, and building both models on the meta device as every load does first."""
-    code = ("import sys, dsocr_cli.runner, dsocr_cli.engine.engine, dsocr_cli.engine.paged_kv; "
-            "from dsocr_cli.checkpoint import V2_MODEL, ModelConfig, build_empty, official_config; "
+def test_loading_model_and_engine_imports_no_dynamo_or_sympy(tiny_checkpoint):
+    """Importing them, building both models on the meta device as every load does first, and
+    loading a checkpoint (its tensors allocated on a device)."""
+    code = ("import sys, torch, dsocr_cli.runner, dsocr_cli.engine.engine, dsocr_cli.engine.paged_kv; "
+            "from dsocr_cli.checkpoint import V2_MODEL, ModelConfig, build_empty, load_model, official_config; "
             "[build_empty(ModelConfig.from_dict(official_config(*name))) for name in ((), (V2_MODEL,))]; "
+            f"load_model(__import__('pathlib').Path({str(tiny_checkpoint)!r}), torch.device('cpu'), torch.bfloat16); "
             "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch._inductor') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]", out.stderr

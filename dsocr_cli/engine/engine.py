@@ -7,8 +7,11 @@ batch of pages ahead), then runs one decode step for every running page. A decod
 replayed from a CUDA graph captured (the first time a run needs it) for the next batch-size
 bucket; all per-row state (last token, position, block table, token history) lives on the device
 and the step updates it in place, so the host only reads the new tokens, finishes rows and hands
-out pages. Greedy output equals the plain path (generate.py) token for
-token in fp32 (tested); the repetition guard and loop detector run vectorised on the device.
+out pages. The next step is launched before the host reads the last one's tokens, so the device
+computes while the host handles rows: a row that finished has one step too many computed for it,
+which is dropped, and pages are handed out a step ahead. Greedy output equals the plain path
+(generate.py) token for token in fp32 (tested); the repetition guard and loop detector run
+vectorised on the device.
 With compile=True the step is built by torch.compile first (slower start, faster steps).
 """
 from __future__ import annotations
@@ -82,6 +85,26 @@ def kv_budget(free: int, one_page_bytes: int) -> int:
 
 
 @dataclass
+class Launched:
+    """A decode step queued on the device: its rows as they were at launch (output i is rows[i]'s)
+    and the host buffers its tokens are copied into."""
+    rows: list[Sequence]
+    tokens: torch.Tensor
+    loops: torch.Tensor
+    scores: torch.Tensor
+    begin: torch.cuda.Event | None = None
+    end: torch.cuda.Event | None = None
+    seconds: float = 0.0
+
+    def wait(self) -> float:
+        """Block until the tokens are on the host; the step's device seconds."""
+        if self.end is None:
+            return self.seconds
+        self.end.synchronize()
+        return self.begin.elapsed_time(self.end) / 1000
+
+
+@dataclass
 class Sequence:
     prepared: Prepared
     order: int                       # admission order: the youngest is preempted first
@@ -89,6 +112,7 @@ class Sequence:
     settings: GenerationSettings | None = None  # the run's, or with a forced length (benchmarks)
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    done: bool = False               # finished or preempted: tokens of a step still in flight are dropped
 
     @property
     def prompt_len(self) -> int:
@@ -166,6 +190,13 @@ class Engine:
         allowed[list(self.live.ngram_whitelist)] = True
         self.allowed = allowed.to(dev)
         self.rows: list[Sequence] = []
+        self.in_flight: Launched | None = None
+        pinned = self.device.type == "cuda"
+        # two sets of host buffers: one step's tokens are read while the next step's are copied
+        self.host_outputs = [(torch.zeros(rows, dtype=torch.long, pin_memory=pinned),
+                              torch.zeros(rows, dtype=torch.bool, pin_memory=pinned),
+                              torch.zeros(rows, dtype=torch.float32, pin_memory=pinned)) for _ in range(2)]
+        self.launches = 0
         # pages whose vision has been started, in order, each with its embeddings and their job
         self.encoded: deque[tuple[Prepared, torch.Tensor, VisionJob]] = deque()
         self.last_vision: VisionJob | None = None
@@ -252,7 +283,7 @@ class Engine:
                     continue
                 yield from self._admit(counter)
                 self._encode_ahead(waiting)
-                if self.rows:
+                if self.rows or self.in_flight:
                     yield from self._decode(waiting)
         finally:
             self._abandon()
@@ -394,7 +425,9 @@ class Engine:
         self.history[freed] = -1
 
     def _abandon(self) -> None:
-        """A run left early (the caller stopped reading): free what its pages held for the next run."""
+        """A run left early (the caller stopped reading): free what its pages held for the next run.
+        A step still in flight only computed rows that are done (or are dropped here)."""
+        self.in_flight = None
         self.encoded.clear()
         self.last_vision = None
         for seq in self.rows:
@@ -407,10 +440,11 @@ class Engine:
             close_pool(self.worker_pool)
             self.worker_pool = None
 
-    def _grow_pages(self, waiting: deque[Prepared]) -> None:
-        """Give a page to every row whose next token starts one; preempt the youngest when short."""
+    def _grow_pages(self, waiting: deque[Prepared], ahead: int) -> None:
+        """Give a page to every row whose input to the step being launched starts one (`ahead`
+        steps past what the host has read: the step in flight); preempt the youngest when short."""
         while True:
-            needy = [i for i, seq in enumerate(self.rows) if seq.position // PAGE >= len(seq.pages)]
+            needy = [i for i, seq in enumerate(self.rows) if (seq.position + ahead) // PAGE >= len(seq.pages)]
             if len(needy) <= self.pool.free_pages:
                 break
             self._preempt(max(range(len(self.rows)), key=lambda i: self.rows[i].order), waiting)
@@ -421,23 +455,38 @@ class Engine:
         for row, page in zip(needy, pages):
             self.rows[row].pages.append(page)
             cols.append(len(self.rows[row].pages) - 1)
+        # these copies wait for the step in flight; staging them in page-locked memory to copy
+        # asynchronously measured no faster on the H200 (the GPU, not the host, is the limit there)
         index = torch.tensor(needy, device=self.device), torch.tensor(cols, device=self.device)
         self.tables[index] = torch.tensor(pages, dtype=torch.int32, device=self.device)
 
     def _preempt(self, row: int, waiting: deque[Prepared]) -> None:
         """Free a row's pages and queue its page again from scratch (greedy: same result)."""
         seq = self.rows[row]
+        seq.done = True
         self.preemptions += 1
         self.pool.release(seq.pages)
         self._remove_rows([row])
         waiting.appendleft(seq.prepared)
 
     def _decode(self, waiting: deque[Prepared]) -> Iterator[OcrResult]:
-        self._grow_pages(waiting)
+        """Launch a step over the running rows, then read the tokens of the step before it."""
+        previous = self.in_flight
+        self._grow_pages(waiting, ahead=1 if previous else 0)
+        self.in_flight = self._launch() if self.rows else None
+        if previous:
+            yield from self._take(previous)
+
+    def _launch(self) -> Launched:
         n = len(self.rows)
-        if n == 0:
-            return
         b = self._bucket(n)
+        tokens, loops, scores = self.host_outputs[self.launches % 2]
+        self.launches += 1
+        cuda = self.device.type == "cuda"
+        launched = Launched(list(self.rows), tokens, loops, scores)
+        if cuda:
+            launched.begin, launched.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            launched.begin.record()
         start = time.perf_counter()
         if b in self.graphs:
             self.graphs[b].replay()
@@ -445,19 +494,33 @@ class Engine:
             self.step_fn(b)
             if self.use_graphs:
                 self._capture(b)
-        tokens = self.tokens[:n].tolist()
-        loops = self.loop_flags[:n].tolist()
-        scores = self.step_logprobs[:n].tolist() if self.logprobs else None
-        self.stats.steps.append((n, time.perf_counter() - start))
-        done_rows = []
-        for i, seq in enumerate(self.rows):
+        tokens[:n].copy_(self.tokens[:n], non_blocking=cuda)
+        loops[:n].copy_(self.loop_flags[:n], non_blocking=cuda)
+        if self.logprobs:
+            scores[:n].copy_(self.step_logprobs[:n], non_blocking=cuda)
+        if cuda:
+            launched.end.record()
+        launched.seconds = time.perf_counter() - start
+        return launched
+
+    def _take(self, step: Launched) -> Iterator[OcrResult]:
+        """The step's tokens for its rows that are still running; finished rows leave the batch."""
+        seconds = step.wait()
+        n = len(step.rows)
+        tokens, loops = step.tokens[:n].tolist(), step.loops[:n].tolist()
+        scores = step.scores[:n].tolist() if self.logprobs else None
+        self.stats.steps.append((n, seconds))
+        finished = set()
+        for i, seq in enumerate(step.rows):
+            if seq.done:
+                continue
             self._append(seq, tokens[i], scores[i] if scores else None)
             done = self._finish_reason(seq, loops[i])
             if done:
-                done_rows.append(i)
+                finished.add(id(seq))
                 yield self._finish(seq, done)
-        if done_rows:
-            self._remove_rows(done_rows)
+        if finished:
+            self._remove_rows([i for i, seq in enumerate(self.rows) if id(seq) in finished])
 
     def _context_left(self, seq: Sequence) -> int:
         return self.model.config.decoder.max_position_embeddings - seq.prompt_len
@@ -483,6 +546,7 @@ class Engine:
             self.on_token(seq.prepared.request.key, token)
 
     def _finish(self, seq: Sequence, reason: str) -> OcrResult:
+        seq.done = True
         self.pool.release(seq.pages)
         seq.pages = []
         request = seq.prepared.request
