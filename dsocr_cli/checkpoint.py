@@ -124,10 +124,10 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:160] + "…"
 
 
-def _open_weights(path: Path, device: str = "cpu"):
-    """safe_open, with a damaged or truncated file as one line that says what to do."""
+def _open_weights(path: Path):
+    """safe_open (for names and shapes), with a damaged or truncated file as one line that says what to do."""
     try:
-        return safe_open(path, framework="pt", device=device)
+        return safe_open(path, framework="pt")
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({_one_line(exc)}): "
                               "it may be truncated; re-download it") from None
@@ -204,14 +204,15 @@ def build_on(config: ModelConfig, device: torch.device | str, dtype: torch.dtype
     reference of empty_like, which imports sympy: seconds of every start.)"""
     import torch
 
+    def fresh(t: torch.Tensor) -> torch.Tensor:
+        return torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
+
     model = build_empty(config)
     for module in model.modules():
         for name, t in list(module.named_parameters(recurse=False)):
-            fresh = torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
-            module.register_parameter(name, torch.nn.Parameter(fresh, requires_grad=t.requires_grad))
+            module.register_parameter(name, torch.nn.Parameter(fresh(t), requires_grad=t.requires_grad))
         for name, t in list(module.named_buffers(recurse=False)):
-            fresh = torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
-            module.register_buffer(name, fresh, persistent=name not in module._non_persistent_buffers_set)
+            module.register_buffer(name, fresh(t), persistent=name not in module._non_persistent_buffers_set)
     return model
 
 

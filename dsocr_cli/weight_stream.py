@@ -13,7 +13,6 @@ The header has been validated by safetensors (safe_open) before this reads it ag
 from __future__ import annotations
 
 import json
-import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,41 +100,39 @@ def _stream(path: Path, order: list[Stored], device: torch.device) -> None:
     pieces = [(at, min(at + CHUNK, end)) for at in range(begin, end, CHUNK)]
     buffers = [torch.empty(CHUNK, dtype=torch.uint8, pin_memory=pinned) for _ in range(min(READERS, len(pieces)))]
     copied = [torch.cuda.Event() if pinned else None for _ in buffers]  # a buffer's last copies queued
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with ThreadPoolExecutor(len(buffers)) as readers:
-            def read(i: int) -> None:
-                slot = i % len(buffers)
-                if copied[slot] is not None:
-                    copied[slot].synchronize()  # its previous piece has reached the device
-                at, stop = pieces[i]
-                view = memoryview(buffers[slot].numpy())[:stop - at]
+    with ThreadPoolExecutor(len(buffers)) as readers:
+        def read(i: int) -> None:
+            slot = i % len(buffers)
+            if copied[slot] is not None:
+                copied[slot].synchronize()  # its previous piece has reached the device
+            at, stop = pieces[i]
+            view = memoryview(buffers[slot].numpy())[:stop - at]
+            with open(path, "rb", buffering=0) as f:  # a file object per read: threads never share one
+                f.seek(at)
                 while view:  # a read may return fewer bytes than asked
-                    n = os.preadv(fd, [view], at)
-                    if n <= 0:
+                    n = f.readinto(view)
+                    if not n:
                         raise OSError(f"{path} ended early at byte {at}")
                     view, at = view[n:], at + n
 
-            reads = {i: readers.submit(read, i) for i in range(len(buffers))}
-            nxt = 0  # first stored tensor not yet wholly copied
-            for i, (at, stop) in enumerate(pieces):
-                reads.pop(i).result()
-                buffer = buffers[i % len(buffers)]
-                for s in order[nxt:]:
-                    if s.begin >= stop:
-                        break
-                    if s.landing is None:
-                        s.land()
-                    lo, hi = max(s.begin, at), min(s.end, stop)
-                    s.landing[lo - s.begin:hi - s.begin].copy_(buffer[lo - at:hi - at], non_blocking=pinned)
-                while nxt < len(order) and order[nxt].end <= stop:
-                    order[nxt].finish()
-                    nxt += 1
-                if pinned:
-                    copied[i % len(buffers)].record()
-                if i + len(buffers) < len(pieces):
-                    reads[i + len(buffers)] = readers.submit(read, i + len(buffers))
+        reads = {i: readers.submit(read, i) for i in range(len(buffers))}
+        nxt = 0  # first stored tensor not yet wholly copied
+        for i, (at, stop) in enumerate(pieces):
+            reads.pop(i).result()
+            buffer = buffers[i % len(buffers)]
+            for s in order[nxt:]:
+                if s.begin >= stop:
+                    break
+                if s.landing is None:
+                    s.land()
+                lo, hi = max(s.begin, at), min(s.end, stop)
+                s.landing[lo - s.begin:hi - s.begin].copy_(buffer[lo - at:hi - at], non_blocking=pinned)
+            while nxt < len(order) and order[nxt].end <= stop:
+                order[nxt].finish()
+                nxt += 1
             if pinned:
-                torch.cuda.current_stream(device).synchronize()  # the buffers are freed on return
-    finally:
-        os.close(fd)
+                copied[i % len(buffers)].record()
+            if i + len(buffers) < len(pieces):
+                reads[i + len(buffers)] = readers.submit(read, i + len(buffers))
+        if pinned:
+            torch.cuda.current_stream(device).synchronize()  # the buffers are freed on return
