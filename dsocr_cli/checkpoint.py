@@ -261,7 +261,7 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
     params = dict(model.named_parameters())
     with torch.no_grad():
         for path, keys in _by_file({key: sources[key].path for key in layout}).items():
-            stored, _ = tensor_offsets(path)
+            stored = tensor_offsets(path)
             parts = []
             for key in keys:
                 slot, source = layout[key], sources[key]
@@ -271,6 +271,6 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> Deepse
                     raise CheckpointError(f"{key} has shape {shape}, config.json implies "
                                           f"{tuple(target.shape)}: config and weights do not match")
                 parts.append((source.key, source.index, target))  # the stored dtype is per tensor (v2 mixes them)
-            stream_file(path, parts)
+            stream_file(path, stored, parts)
     return model.for_inference()
 

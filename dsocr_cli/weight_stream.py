@@ -61,21 +61,23 @@ class Stored:
         self.landing = None
 
 
-def tensor_offsets(path: Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int, int]], int]:
-    """Stored key -> (dtype, shape, begin, end) as file offsets."""
+Offsets = dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]
+
+
+def tensor_offsets(path: Path) -> Offsets:
+    """Stored key -> (dtype, shape, begin, end), begin and end as offsets in the file."""
     with open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(size))
     start = 8 + size
     return {key: (DTYPES[entry["dtype"]], tuple(entry["shape"]), start + entry["data_offsets"][0],
                   start + entry["data_offsets"][1])
-            for key, entry in header.items() if key != "__metadata__"}, start
+            for key, entry in header.items() if key != "__metadata__"}
 
 
-def stream_file(path: Path, parts: list[tuple[str, tuple, torch.Tensor]]) -> None:
-    """Fill targets from one file: parts are (stored key, index into the stored tensor, target),
-    their shapes already checked against the header's (the loader does)."""
-    offsets, _ = tensor_offsets(path)
+def stream_file(path: Path, offsets: Offsets, parts: list[tuple[str, tuple, torch.Tensor]]) -> None:
+    """Fill targets from one file (its tensor_offsets): parts are (stored key, index into the stored
+    tensor, target), their shapes already checked against the header's (the loader does)."""
     stored: dict[str, Stored] = {}
     for key, index, target in parts:
         if key not in stored:
