@@ -199,21 +199,25 @@ def build_empty(config: ModelConfig) -> DeepseekOCR:
 
 
 def build_on(config: ModelConfig, device: torch.device | str, dtype: torch.dtype) -> DeepseekOCR:
-    """The model with uninitialised weights on `device`, floating ones in `dtype`: built on the meta
-    device, then each tensor allocated for itself. (Module.to_empty goes through torch's Python
-    reference of empty_like, which imports sympy: seconds of every start.)"""
+    """The model with uninitialised weights on `device`, floating ones in `dtype`."""
+    return allocate(build_empty(config), device, dtype)
+
+
+def allocate(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    """A meta-device module's tensors allocated (uninitialised) on `device`, floating ones in `dtype`,
+    each for itself. (Module.to_empty goes through torch's Python reference of empty_like, which
+    imports sympy: seconds of every start.)"""
     import torch
 
     def fresh(t: torch.Tensor) -> torch.Tensor:
         return torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device=device)
 
-    model = build_empty(config)
-    for module in model.modules():
-        for name, t in list(module.named_parameters(recurse=False)):
-            module.register_parameter(name, torch.nn.Parameter(fresh(t), requires_grad=t.requires_grad))
-        for name, t in list(module.named_buffers(recurse=False)):
-            module.register_buffer(name, fresh(t), persistent=name not in module._non_persistent_buffers_set)
-    return model
+    for part in module.modules():
+        for name, t in list(part.named_parameters(recurse=False)):
+            part.register_parameter(name, torch.nn.Parameter(fresh(t), requires_grad=t.requires_grad))
+        for name, t in list(part.named_buffers(recurse=False)):
+            part.register_buffer(name, fresh(t), persistent=name not in part._non_persistent_buffers_set)
+    return module
 
 
 @dataclass(frozen=True)

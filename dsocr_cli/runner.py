@@ -45,10 +45,16 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def open_model(model: str | None, device: str = "auto", dtype: str = "auto") -> tuple[DeepseekOCR, Tokenizer]:
     """Resolve the checkpoint (downloading it on first use) and load model and tokenizer."""
+    from .warm_up import finish_warm_up, start_warm_up
+
     folder = checkpoint.resolve(model)
-    tokenizer = checkpoint.load_tokenizer(folder)
     dev = pick_device(device)
-    return checkpoint.load_model(folder, dev, pick_dtype(dtype, dev)), tokenizer
+    kind = pick_dtype(dtype, dev)
+    warm = start_warm_up(checkpoint.read_config(folder), dev, kind)
+    tokenizer = checkpoint.load_tokenizer(folder)
+    net = checkpoint.load_model(folder, dev, kind)
+    finish_warm_up(warm)
+    return net, tokenizer
 
 
 def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,

@@ -202,3 +202,34 @@ def test_vision_batches_are_full_chunks_then_binary_parts():
     assert batch_sizes(37, 640) == [16, 16, 4, 1]   # 8 Mpx / 640^2 = 20 -> chunks of 16
     assert batch_sizes(8, 1024) == [8] and batch_sizes(3, 1024) == [2, 1]
     assert batch_sizes(2, 4096) == [1, 1] and sum(batch_sizes(1000, 512)) == 1000
+
+
+def test_the_last_pages_of_a_queue_join_as_rows_free_up(tiny_checkpoint):
+    """Pages join in groups of a sixteenth of the batch, but a queue's last page joins as soon as a
+    row is free, not once a whole wave of long pages has finished."""
+    model = load_model(tiny_checkpoint, torch.device("cpu"), torch.float32)
+    tok = Tokenizer.bundled()
+    engine = Engine(model, tok, settings_for(tok, max_new_tokens=40, ignore_eos=True), max_batch=32)
+    image = Image.new("RGB", (200, 200), "white")
+    queue = [OcrRequest(image.copy(), load_prompt("free-ocr"), MODES["tiny"], key=i) for i in range(33)]
+    lengths = {i: 40 for i in range(33)} | {0: 2, 32: 3}  # one short page in the wave, one after it
+    order = [r.key for r in engine.run(queue, output_lengths=lengths)]
+    assert order.index(32) < order.index(1)  # it ran in the row page 0 left, beside the long ones
+
+
+def test_an_unbounded_batch_runs_as_many_rows_as_the_prompts_leave_room_for(tiny_checkpoint):
+    """Without a fixed batch the rows follow the prompts seen: short ones fill more rows of one KV
+    cache than long ones, and none is preempted."""
+    model = load_model(tiny_checkpoint, torch.device("cpu"), torch.float32)
+    tok = Tokenizer.bundled()
+    image = Image.new("RGB", (400, 400), "white")
+    peaks = {}
+    for mode in ("tiny", "large"):
+        engine = Engine(model, tok, settings_for(tok, max_new_tokens=8, ignore_eos=True), kv_bytes=40 * PAGE_BYTES)
+        queue = [OcrRequest(image.copy(), load_prompt("free-ocr"), MODES[mode], key=i) for i in range(8)]
+        assert len(list(engine.run(queue))) == 8
+        peaks[mode] = max(rows for rows, _ in engine.stats.steps)
+        assert engine.preemptions == 0
+        prompt = engine.prompt_tokens_seen // engine.prompts_seen
+        assert peaks[mode] <= engine.pool.num_pages // -(-(prompt + 8) // 64)  # pages of 64 slots each
+    assert peaks["tiny"] > peaks["large"] >= 2

@@ -1,5 +1,6 @@
 """GPU-only checks (run on the device machine; skipped where there is no CUDA): the Triton decode
-kernel against the gather path, and the engine with CUDA graphs against the plain path in fp32."""
+and SAM attention kernels against their reference forms, the engine with CUDA graphs against the
+plain path in fp32, and the warm-up pass."""
 import random
 from dataclasses import replace
 
@@ -64,9 +65,9 @@ def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint, compile)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("b,h,w,heads,dim", [(3, 14, 14, 12, 64), (2, 40, 40, 12, 64), (2, 5, 7, 2, 16)])
+@pytest.mark.parametrize("b,h,w,heads,dim", [(3, 14, 14, 12, 64), (2, 40, 40, 12, 64), (2, 5, 7, 2, 16), (1, 3, 64, 2, 64), (1, 20, 3, 2, 32), (1, 2, 80, 1, 64)])
 def test_fused_sam_attention_equals_the_widened_sdpa(dtype, b, h, w, heads, dim):
-    """The Triton kernel (relative-position bias gathered in the loop) against the CPU path's widened form."""
+    """The Triton kernel (bias read a key row at a step) against the CPU path's widened form."""
     from dsocr_cli.model.rel_attention import rel_attention
     from dsocr_cli.model.sam import _widened_attention
     torch.manual_seed(h)
@@ -74,5 +75,21 @@ def test_fused_sam_attention_equals_the_widened_sdpa(dtype, b, h, w, heads, dim)
     q, k, v = (torch.randn(b, n, heads, dim, device="cuda", dtype=dtype) for _ in range(3))
     rel_h, rel_w = torch.randn(b, heads, n, h, device="cuda", dtype=dtype), torch.randn(b, heads, n, w, device="cuda", dtype=dtype)
     ref = _widened_attention(q.double(), k.double(), v.double(), rel_h.double(), rel_w.double(), h, w)
-    got = rel_attention(q, k, v, rel_h, rel_w, w).double()
+    got = rel_attention(q, k, v, rel_h.view(b, heads, h, w, h), rel_w.view(b, heads, h, w, w)).double()
     assert ((got - ref).norm() / ref.norm()).item() < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_the_warm_up_pass_runs_beside_a_load_and_gives_its_memory_back(tiny_checkpoint):
+    """The throwaway vision pass (warm_up.py) completes without error while a model loads on the
+    same device, and the memory it used is free again afterwards."""
+    from dsocr_cli.checkpoint import read_config
+    from dsocr_cli.warm_up import finish_warm_up, start_warm_up
+    device = torch.device("cuda")
+    reserved = torch.cuda.memory_reserved(device)
+    warm = start_warm_up(read_config(tiny_checkpoint), device, torch.bfloat16)
+    model = load_model(tiny_checkpoint, device, torch.bfloat16)
+    finish_warm_up(warm)
+    assert warm is not None and warm.error is None and not warm.is_alive()
+    del model
+    torch.cuda.empty_cache()
+    assert torch.cuda.memory_reserved(device) <= reserved

@@ -35,8 +35,9 @@ from .guard import ban_repeated_ngrams, looping
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
 from .vision import VisionEncoder, VisionJob
 
-BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
-MAX_BATCH = 512              # rows decoded together at most, where the KV cache has room for them
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+MAX_BATCH = 1024             # rows decoded together at most, where the KV cache has room for them
+TYPICAL_OUTPUT = 1500        # tokens a page is expected to need when its limit allows more (most end sooner)
 MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
 PREFILL_TOKENS = 16384       # tokens per packed prefill
 CANCELLED = "cancelled"
@@ -158,8 +159,12 @@ class Engine:
         if max_batch:  # a bounded batch never needs more than full page tables for every row
             num_pages = min(num_pages, max_batch * self.table_width + 1)
         self.pool = PagePool(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, num_pages, dtype, self.device)
-        typical = pages_for(1024 + min(settings.max_new_tokens, 1500))
-        self.max_batch = max_batch or max(1, min(MAX_BATCH, (num_pages - 1) // typical))
+        # Rows: a fixed batch, or as many as the KV cache could hold (at the shortest prompts); how
+        # many of those run is chosen from the prompts seen (_row_limit), so base pages (273-token
+        # prompts) run about 1.5 times the rows of gundam pages (about 900) in the same cache.
+        self.fixed_batch = max_batch is not None
+        self.max_batch = max_batch or max(1, min(MAX_BATCH, (num_pages - 1) // pages_for(self._expected_output(settings) + 1)))
+        self.prompt_tokens_seen = self.prompts_seen = 0
         self.buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
         self._init_state()
         self.compiled = compile
@@ -169,6 +174,18 @@ class Engine:
         self.vision = VisionEncoder(model, self.use_graphs)
 
     # ---- set-up -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _expected_output(settings: GenerationSettings) -> int:
+        return min(settings.max_new_tokens, TYPICAL_OUTPUT)
+
+    def _row_limit(self) -> int:
+        """Rows that may run at once: the fixed batch, or as many pages as the KV cache holds at the
+        mean prompt seen so far plus the expected output."""
+        if self.fixed_batch or not self.prompts_seen:
+            return self.max_batch
+        per_page = pages_for(self.prompt_tokens_seen // self.prompts_seen + self._expected_output(self.live))
+        return max(1, min(self.max_batch, (self.pool.num_pages - 1) // per_page))
 
     def _kv_budget(self, page_bytes: int) -> int:
         if self.device.type == "cuda":
@@ -302,6 +319,8 @@ class Engine:
                 break
             group.append(waiting.popleft())
             tokens += len(group[-1].prompt.ids)
+        self.prompts_seen += len(group)
+        self.prompt_tokens_seen += tokens
         images = [p.image for p in group]
         job = self.last_vision = self.vision.start(images)
         self.encoded.extend(zip(group, job.embeds, [job] * len(group)))
@@ -309,10 +328,13 @@ class Engine:
 
     def _admit(self, counter) -> Iterator[OcrResult]:
         """Prefill encoded pages while rows and KV pages allow. With rows decoding, only pages whose
-        vision is done join (at a later step otherwise); with none, the device waits for vision."""
-        free_rows = self.max_batch - len(self.rows)
-        if not self.encoded or (self.rows and free_rows < max(1, self.max_batch // 16)):
-            return  # admit in groups: each prefill reads every expert's weights once
+        vision is done join (at a later step otherwise); with none, the device waits for vision.
+        Pages join in groups (each prefill reads every expert's weights once), unless fewer are
+        encoded: the last pages of a queue join at once rather than when a whole wave has finished."""
+        limit = self._row_limit()
+        free_rows = limit - len(self.rows)
+        if not self.encoded or (self.rows and free_rows < max(1, min(limit // 16, len(self.encoded)))):
+            return
         group: list[Sequence] = []
         embeds: list[torch.Tensor] = []
         jobs: list[VisionJob] = []

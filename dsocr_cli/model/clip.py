@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blank import Conv2d, Linear, embedding
 from .config import ClipConfig
-from .embedding import embedding
 
 
 def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ class ClipEmbeddings(nn.Module):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
         self.class_embedding = nn.Parameter(torch.zeros(cfg.width))
-        self.patch_embedding = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.patch_embedding = Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.position_embedding = embedding(cfg.pos_grid ** 2 + 1, cfg.width)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -44,8 +44,8 @@ class ClipAttention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.qkv_proj = nn.Linear(dim, dim * 3)
-        self.out_proj = nn.Linear(dim, dim)
+        self.qkv_proj = Linear(dim, dim * 3)
+        self.out_proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, dim = x.shape
@@ -57,8 +57,8 @@ class ClipAttention(nn.Module):
 class ClipMLP(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blank import Linear
 from .config import DecoderConfig
 from .eager import eager_under_compile
 
@@ -57,8 +58,8 @@ class Attention(nn.Module):
         self.layer_idx = layer_idx
         self.heads = cfg.num_attention_heads
         self.hidden = cfg.hidden_size
-        self.wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
-        self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.wqkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
+        self.o_proj = Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
     def checkpoint_parts(self):
         h = self.hidden
@@ -78,8 +79,8 @@ class MLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
         self.intermediate = intermediate
-        self.w_gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.w_gate_up = Linear(hidden, 2 * intermediate, bias=False)
+        self.down_proj = Linear(intermediate, hidden, bias=False)
 
     def checkpoint_parts(self):
         i = self.intermediate

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blank import Linear, embedding
 from .config import EncoderV2Config
 from .decoder import MLP, RMSNorm, apply_rope, rope_cos_sin
-from .embedding import embedding
 
 QUERY_BANKS = {144: "query_768", 256: "query_1024"}  # tokens per view -> bank
 
@@ -38,8 +38,8 @@ class EncoderAttention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
         self.q_width, self.kv_width = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
-        self.wqkv = nn.Linear(cfg.hidden_size, self.q_width + 2 * self.kv_width)
-        self.o_proj = nn.Linear(self.q_width, cfg.hidden_size, bias=False)
+        self.wqkv = Linear(cfg.hidden_size, self.q_width + 2 * self.kv_width)
+        self.o_proj = Linear(self.q_width, cfg.hidden_size, bias=False)
 
     def checkpoint_parts(self):
         q, kv = self.q_width, self.kv_width

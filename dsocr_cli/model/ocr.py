@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .blank import Linear, embedding
 from .clip import ClipEncoder
 from .config import ModelConfig
 from .decoder import DecoderLayer, RMSNorm, rope_cos_sin
-from .embedding import embedding
 from .encoder_v2 import DeepEncoderV2
 from .sam import SamEncoder
 
@@ -23,7 +23,7 @@ from .sam import SamEncoder
 class Projector(nn.Module):
     def __init__(self, input_dim: int, hidden: int):
         super().__init__()
-        self.layers = nn.Linear(input_dim, hidden)
+        self.layers = Linear(input_dim, hidden)
 
 
 class OCRBody(nn.Module):
@@ -48,7 +48,7 @@ class DeepseekOCR(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = OCRBody(cfg)
-        self.lm_head = nn.Linear(cfg.decoder.hidden_size, cfg.decoder.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.decoder.hidden_size, cfg.decoder.vocab_size, bias=False)
 
     def for_inference(self) -> "DeepseekOCR":
         """Inference mode for every module and no autograd flags on the weights (nothing is trained)."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blank import Conv2d, Linear
 from .config import SamConfig
 from .rel_attention import fused_available, rel_attention
 
@@ -56,8 +57,8 @@ class RelPosAttention(nn.Module):
     def __init__(self, dim: int, heads: int, rel_size: int):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3)
+        self.proj = Linear(dim, dim)
         head_dim = dim // heads
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
@@ -68,13 +69,13 @@ class RelPosAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, h, w, 3, self.heads, head_dim).unbind(3)  # B x h x w x heads x D views
         # Decomposed relative position bias: bias[i, j] = q_i . Rh[row_i - row_j] + q_i . Rw[col_i - col_j],
         # from the unscaled query, as B x heads x N x h (rows) and B x heads x N x w (columns).
-        rel_h = torch.einsum("bhwnc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h)).reshape(b, self.heads, n, h)
-        rel_w = torch.einsum("bhwnc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w)).reshape(b, self.heads, n, w)
+        rel_h = torch.einsum("bhwnc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h))
+        rel_w = torch.einsum("bhwnc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w))
         q, k, v = (t.reshape(b, n, self.heads, head_dim) for t in (q, k, v))
         if fused_available(x, head_dim):
-            out = rel_attention(q, k, v, rel_h.contiguous(), rel_w.contiguous(), w)
+            out = rel_attention(q, k, v, rel_h, rel_w)
         else:
-            out = _widened_attention(q, k, v, rel_h, rel_w, h, w)
+            out = _widened_attention(q, k, v, rel_h.reshape(b, self.heads, n, h), rel_w.reshape(b, self.heads, n, w), h, w)
         return self.proj(out.reshape(b, h, w, dim))
 
 
@@ -109,8 +110,8 @@ def _indicators(h: int, w: int, width: int, dtype: torch.dtype, device: torch.de
 class SamMLP(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.lin1 = nn.Linear(dim, hidden)
-        self.lin2 = nn.Linear(hidden, dim)
+        self.lin1 = Linear(dim, hidden)
+        self.lin2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(F.gelu(self.lin1(x)))
@@ -148,7 +149,7 @@ class SamBlock(nn.Module):
 class PatchEmbed(nn.Module):
     def __init__(self, patch: int, dim: int):
         super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+        self.proj = Conv2d(3, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).permute(0, 2, 3, 1)  # B x H x W x C
@@ -168,11 +169,11 @@ class SamEncoder(nn.Module):
             for i in range(cfg.layers))
         neck = cfg.neck_channels
         self.neck = nn.Sequential(
-            nn.Conv2d(dim, neck, kernel_size=1, bias=False), LayerNorm2d(neck),
-            nn.Conv2d(neck, neck, kernel_size=3, padding=1, bias=False), LayerNorm2d(neck))
+            Conv2d(dim, neck, kernel_size=1, bias=False), LayerNorm2d(neck),
+            Conv2d(neck, neck, kernel_size=3, padding=1, bias=False), LayerNorm2d(neck))
         mid, out = cfg.downsample_channels
-        self.net_2 = nn.Conv2d(neck, mid, kernel_size=3, stride=2, padding=1, bias=False)
-        self.net_3 = nn.Conv2d(mid, out, kernel_size=3, stride=2, padding=1, bias=False)
+        self.net_2 = Conv2d(neck, mid, kernel_size=3, stride=2, padding=1, bias=False)
+        self.net_3 = Conv2d(mid, out, kernel_size=3, stride=2, padding=1, bias=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """B x 3 x S x S pixels in [-1, 1] -> B x C x S/64 x S/64 features."""
