@@ -50,7 +50,7 @@ def open_model(model: str | None, device: str = "auto", dtype: str = "auto") -> 
     folder = checkpoint.resolve(model)
     dev = pick_device(device)
     kind = pick_dtype(dtype, dev)
-    warm = start_warm_up(checkpoint.read_config(folder), dev, kind)
+    warm = start_warm_up(folder, dev, kind)
     tokenizer = checkpoint.load_tokenizer(folder)
     net = checkpoint.load_model(folder, dev, kind)
     finish_warm_up(warm)

@@ -11,10 +11,11 @@ output is discarded) on a stream of its own while the weights stream in. On the 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import torch
 
-from .checkpoint import allocate, build_empty
+from .checkpoint import allocate, build_empty, read_config
 from .model.config import ModelConfig
 from .preprocess import normalize
 
@@ -48,11 +49,12 @@ class WarmUp(threading.Thread):
             self.error = exc
 
 
-def start_warm_up(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> WarmUp | None:
-    """The warm-up begun on a large GPU, or None (the CPU and small GPUs have nothing to gain)."""
+def start_warm_up(folder: Path, device: torch.device, dtype: torch.dtype) -> WarmUp | None:
+    """The warm-up for the checkpoint in `folder`, begun on a large GPU, or None (the CPU and small
+    GPUs have nothing to gain)."""
     if device.type != "cuda" or torch.cuda.get_device_properties(device).total_memory < MIN_MEMORY:
         return None
-    warm = WarmUp(config, device, dtype)
+    warm = WarmUp(read_config(folder), device, dtype)
     warm.start()
     return warm
 

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 from dsocr_cli.checkpoint import load_model
 from dsocr_cli.engine.engine import Engine
 from dsocr_cli.engine.guard import ban_repeated_ngrams, looping
+from dsocr_cli.engine.paged_kv import PAGE
 from dsocr_cli.generate import banned_tokens, is_looping
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.prompts import load_prompt
@@ -231,5 +232,5 @@ def test_an_unbounded_batch_runs_as_many_rows_as_the_prompts_leave_room_for(tiny
         peaks[mode] = max(rows for rows, _ in engine.stats.steps)
         assert engine.preemptions == 0
         prompt = engine.prompt_tokens_seen // engine.prompts_seen
-        assert peaks[mode] <= engine.pool.num_pages // -(-(prompt + 8) // 64)  # pages of 64 slots each
+        assert peaks[mode] <= engine.pool.num_pages // -(-(prompt + 8) // PAGE)
     assert peaks["tiny"] > peaks["large"] >= 2

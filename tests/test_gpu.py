@@ -82,11 +82,10 @@ def test_fused_sam_attention_equals_the_widened_sdpa(dtype, b, h, w, heads, dim)
 def test_the_warm_up_pass_runs_beside_a_load_and_gives_its_memory_back(tiny_checkpoint):
     """The throwaway vision pass (warm_up.py) completes without error while a model loads on the
     same device, and the memory it used is free again afterwards."""
-    from dsocr_cli.checkpoint import read_config
     from dsocr_cli.warm_up import finish_warm_up, start_warm_up
     device = torch.device("cuda")
     reserved = torch.cuda.memory_reserved(device)
-    warm = start_warm_up(read_config(tiny_checkpoint), device, torch.bfloat16)
+    warm = start_warm_up(tiny_checkpoint, device, torch.bfloat16)
     model = load_model(tiny_checkpoint, device, torch.bfloat16)
     finish_warm_up(warm)
     assert warm is not None and warm.error is None and not warm.is_alive()

@@ -162,7 +162,7 @@ class Engine:
         # Rows: a fixed batch, or as many as the KV cache could hold (at the shortest prompts); how
         # many of those run is chosen from the prompts seen (_row_limit), so base pages (273-token
         # prompts) run about 1.5 times the rows of gundam pages (about 900) in the same cache.
-        self.fixed_batch = max_batch is not None
+        self.fixed_batch = bool(max_batch)
         self.max_batch = max_batch or max(1, min(MAX_BATCH, (num_pages - 1) // pages_for(self._expected_output(settings) + 1)))
         self.prompt_tokens_seen = self.prompts_seen = 0
         self.buckets = [b for b in BUCKETS if b < self.max_batch] + [self.max_batch]
