@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 
 from dsocr_cli.checkpoint import load_model
 from dsocr_cli.engine.engine import Engine
+from dsocr_cli.engine.feeder import PENDING
 from dsocr_cli.engine.guard import ban_repeated_ngrams, looping
 from dsocr_cli.engine.paged_kv import PAGE
 from dsocr_cli.generate import banned_tokens, is_looping
@@ -234,3 +235,24 @@ def test_an_unbounded_batch_runs_as_many_rows_as_the_prompts_leave_room_for(tiny
         prompt = engine.prompt_tokens_seen // engine.prompts_seen
         assert peaks[mode] <= engine.pool.num_pages // -(-(prompt + 8) // PAGE)
     assert peaks["tiny"] > peaks["large"] >= 2
+
+
+def test_pages_that_trickle_in_beside_running_rows_share_prefills(tiny_checkpoint):
+    """A server's pages arrive one at a time: beside running rows they wait a few steps for each
+    other, so one prefill serves several, and none waits longer than PREFILL_WAIT steps."""
+    model = load_model(tiny_checkpoint, torch.device("cpu"), torch.float32)
+    tok = Tokenizer.bundled()
+    engine = Engine(model, tok, settings_for(tok, max_new_tokens=60, ignore_eos=True), max_batch=16)
+    image = Image.new("RGB", (200, 200), "white")
+
+    def trickle():  # a long page first, then one page every other loop of the engine
+        for i in range(12):
+            yield OcrRequest(image.copy(), load_prompt("free-ocr"), MODES["tiny"], key=i)
+            yield from [PENDING] * (0 if i == 0 else 2)
+
+    lengths = {0: 60} | {i: 8 for i in range(1, 12)}
+    results = list(engine.run(trickle(), output_lengths=lengths))
+    assert sorted(r.key for r in results) == list(range(12))
+    assert all(len(r.token_ids) == lengths[r.key] for r in results)
+    assert engine.stats.prefills <= 4  # one per page (12) before pages waited for each other
+    assert results[-1].key == 0  # all joined and finished while the long page ran: none starved

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from dsocr_cli.documents import format_pages
-from dsocr_cli.engine.engine import Engine, kv_budget
+from dsocr_cli.engine.engine import MAX_BATCH, Engine, kv_budget
 from dsocr_cli.errors import DsocrError
 from dsocr_cli.generate import GenerationSettings, finish_reason
 from dsocr_cli.preprocess import MODES
@@ -208,8 +208,9 @@ def test_engine_and_plain_path_stop_at_max_position_embeddings(tiny_checkpoint, 
 
 
 def test_a_huge_run_does_not_get_a_row_per_page(tiny_checkpoint):
+    """It gets the rows the engine chooses from the cache and the prompts, as a run of unknown size."""
     runner = load_runner(str(tiny_checkpoint), device="cpu", pages=20_000, max_new_tokens=8)
-    assert runner.max_batch <= 256
+    assert runner.max_batch <= MAX_BATCH and not runner.fixed_batch
 
 
 def test_incomplete_pages_are_listed_as_ranges():

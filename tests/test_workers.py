@@ -62,3 +62,10 @@ def test_a_stuck_worker_is_stopped_and_its_page_fails_with_the_reason():
     assert [p.error for p in out][0::2] == [None, None]
     assert out[1].error == "preparing the page took over 2 s: its worker was stopped"
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("cores,engines,expected", [(16, 1, 14), (64, 1, 16), (128, 8, 15), (2, 1, 0), (1, 1, 0)])
+def test_a_gpu_engine_gets_the_hosts_cores_but_two_for_workers_at_most_sixteen(monkeypatch, cores, engines, expected):
+    from dsocr_cli import runner
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    assert runner.preprocess_workers("cuda", engines) == expected

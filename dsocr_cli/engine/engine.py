@@ -40,6 +40,8 @@ MAX_BATCH = 1024             # rows decoded together at most, where the KV cache
 TYPICAL_OUTPUT = 1500        # tokens a page is expected to need when its limit allows more (most end sooner)
 MAX_PROMPT = 2048            # longest prompt expected: gundam 3 x 3 tiles is 1,203 vision tokens
 PREFILL_TOKENS = 16384       # tokens per packed prefill
+MIN_PREFILL = 8              # pages a prefill beside running rows waits for, unless the oldest has waited
+PREFILL_WAIT = 16            # ... this many decode steps
 CANCELLED = "cancelled"
 
 
@@ -214,8 +216,9 @@ class Engine:
                               torch.zeros(rows, dtype=torch.bool, pin_memory=pinned),
                               torch.zeros(rows, dtype=torch.float32, pin_memory=pinned)) for _ in range(2)]
         self.launches = 0
-        # pages whose vision has been started, in order, each with its embeddings and their job
-        self.encoded: deque[tuple[Prepared, torch.Tensor, VisionJob]] = deque()
+        # pages whose vision has been started, in order, each with its embeddings, their job and the
+        # decode steps launched before it
+        self.encoded: deque[tuple[Prepared, torch.Tensor, VisionJob, int]] = deque()
         self.last_vision: VisionJob | None = None
         self.preemptions = 0
 
@@ -323,25 +326,33 @@ class Engine:
         self.prompt_tokens_seen += tokens
         images = [p.image for p in group]
         job = self.last_vision = self.vision.start(images)
-        self.encoded.extend(zip(group, job.embeds, [job] * len(group)))
+        self.encoded.extend((prepared, embed, job, self.launches) for prepared, embed in zip(group, job.embeds))
         self.stats.vision_images += sum(1 + (len(i.tiles) if i.tiles is not None else 0) for i in images)
 
     def _admit(self, counter) -> Iterator[OcrResult]:
         """Prefill encoded pages while rows and KV pages allow. With rows decoding, only pages whose
         vision is done join (at a later step otherwise); with none, the device waits for vision.
         Pages join in groups (each prefill reads every expert's weights once), unless fewer are
-        encoded: the last pages of a queue join at once rather than when a whole wave has finished."""
+        encoded: the last pages of a queue join at once rather than when a whole wave has finished.
+        Pages that trickle in (a server's clients) wait for a few more, up to PREFILL_WAIT steps, so
+        that one prefill serves several: its fixed cost was tens of milliseconds a page."""
         limit = self._row_limit()
         free_rows = limit - len(self.rows)
-        if not self.encoded or (self.rows and free_rows < max(1, min(limit // 16, len(self.encoded)))):
+        if not self.encoded:
             return
+        if self.rows:
+            if free_rows < max(1, min(limit // 16, len(self.encoded))):
+                return
+            waited = self.launches - self.encoded[0][3]
+            if len(self.encoded) < min(MIN_PREFILL, free_rows) and waited < PREFILL_WAIT:
+                return
         group: list[Sequence] = []
         embeds: list[torch.Tensor] = []
         jobs: list[VisionJob] = []
         tokens = 0
         reserve = len(self.rows) // 4  # pages kept back for running rows to grow into
         while self.encoded and len(group) < free_rows:
-            prepared, embed, job = self.encoded[0]
+            prepared, embed, job, _ = self.encoded[0]
             if self.rows and not job.ready():
                 break
             need = pages_for(len(prepared.prompt.ids) + 1)
