@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.eager import eager_under_compile
-from .triton_decode import paged_decode_attention, triton_available
+from .triton_decode import paged_decode_attention, store_kv, triton_available
 
 PAGE = 64  # tokens per page
 
@@ -52,6 +52,9 @@ class PagePool:
 
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store K/V rows (N x heads x D) at flat slot indices page * PAGE + offset."""
+        if k.is_cuda and triton_available() and k.stride(-1) == 1 and v.stride(-1) == 1:
+            store_kv(self.k[layer], self.v[layer], slots, k, v)
+            return
         heads, dim = k.shape[-2:]
         self.k[layer].view(-1, heads, dim)[slots] = k
         self.v[layer].view(-1, heads, dim)[slots] = v

@@ -6,7 +6,8 @@ softmax in fp32. Scores and the weighted sum of values are tensor-core dots of a
 (row 0 is the query, the rest zeros), so Triton software-pipelines the key/value loads through
 shared memory: several blocks are in flight per program, which is what a memory-bound kernel
 needs. With one split the program writes the output; with several (small batches, flash-decoding)
-each split leaves a partial (running max, sum of weights, weighted values) and torch merges them.
+each split leaves a partial (running max, sum of weights, weighted values) and a second kernel
+merges them.
 Heads of one token sit next to each other in the cache, so heads are the fastest grid axis.
 """
 from __future__ import annotations
@@ -87,6 +88,33 @@ if triton is not None:
             tl.store(out_ptr + (b * heads + h) * DIM + rows[:, None] * 0 + dims[None, :],
                      out.to(out_ptr.dtype.element_ty), mask=rows[:, None] == 0)
 
+    @triton.jit
+    def _merge_splits_kernel(max_ptr, sum_ptr, acc_ptr, out_ptr, splits, DIM: tl.constexpr,
+                             SPLITS: tl.constexpr):
+        """One (sequence, head): the splits' partials rescaled to their overall maximum and summed
+        (a split with no keys holds -inf and weighs 0)."""
+        row = tl.program_id(0).to(tl.int64)
+        s = tl.arange(0, SPLITS)
+        valid = s < splits
+        dims = tl.arange(0, DIM)
+        m = tl.load(max_ptr + row * splits + s, mask=valid, other=float("-inf"))
+        weights = tl.where(valid, tl.exp(m - tl.max(m, axis=0)), 0.0)
+        total = tl.sum(tl.load(sum_ptr + row * splits + s, mask=valid, other=0.0) * weights, axis=0)
+        acc = tl.load(acc_ptr + (row * splits + s)[:, None] * DIM + dims[None, :], mask=valid[:, None], other=0.0)
+        out = tl.sum(acc * weights[:, None], axis=0) / total
+        tl.store(out_ptr + row * DIM + dims, out.to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _store_kv_kernel(k_ptr, v_ptr, k_pages_ptr, v_pages_ptr, slots_ptr, stride_kn, stride_kh,
+                         stride_vn, stride_vh, DIM: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        heads = tl.num_programs(1)
+        dims = tl.arange(0, DIM)
+        dst = (tl.load(slots_ptr + n).to(tl.int64) * heads + h) * DIM + dims
+        tl.store(k_pages_ptr + dst, tl.load(k_ptr + n * stride_kn + h * stride_kh + dims))
+        tl.store(v_pages_ptr + dst, tl.load(v_ptr + n * stride_vn + h * stride_vh + dims))
+
 
 def paged_decode_attention(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                            block_tables: torch.Tensor, lengths: torch.Tensor, splits: int | None = None,
@@ -108,9 +136,15 @@ def paged_decode_attention(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torc
         q.stride(0), q.stride(1), k_pages.stride(0), k_pages.stride(1), k_pages.stride(2),
         block_tables.stride(0), PAGE=k_pages.shape[1], DIM=dim, BLOCK=block, SCALE=1.0 / math.sqrt(dim),
         PARTIAL=partial, IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
-    if not partial:
-        return out
-    # Merge the splits: rescale each to the overall maximum (splits with no keys hold -inf and weigh 0).
-    weights = torch.exp(maxes - maxes.amax(dim=-1, keepdim=True))
-    merged = (accs * weights[..., None]).sum(dim=2) / (sums * weights).sum(dim=-1)[..., None]
-    return merged.to(q.dtype)
+    if partial:
+        _merge_splits_kernel[(b * heads,)](maxes, sums, accs, out, splits, DIM=dim,
+                                           SPLITS=triton.next_power_of_2(splits))
+    return out
+
+
+def store_kv(k_pages: torch.Tensor, v_pages: torch.Tensor, slots: torch.Tensor, k: torch.Tensor,
+             v: torch.Tensor) -> None:
+    """k/v (N x heads x D, any strides) into flat slots page * PAGE + offset of k/v_pages, one kernel."""
+    n, heads, dim = k.shape
+    _store_kv_kernel[(n, heads)](k, v, k_pages, v_pages, slots, k.stride(0), k.stride(1), v.stride(0),
+                                 v.stride(1), DIM=dim)

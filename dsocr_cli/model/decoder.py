@@ -8,12 +8,12 @@ the checkpoint's separate matrices fill the fused parameter, so loading stays ex
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .blank import Linear
 from .config import DecoderConfig
 from .eager import eager_under_compile
+from .fused import combine_experts, rms_norm, rotary_qkv, route, silu_mul, sort_by_expert
 
 
 class RMSNorm(nn.Module):
@@ -22,10 +22,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """The normed x; with `residual`, of x + residual, returned with the sum (one kernel on a GPU)."""
+        return rms_norm(x, self.weight, self.eps, residual)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype,
@@ -45,13 +44,6 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: B x heads x T x D; cos/sin: B x T x D (rotate-half convention)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, None] + rotated * sin[:, None]
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: DecoderConfig, layer_idx: int):
         super().__init__()
@@ -67,8 +59,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k, v = self.wqkv(x).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = rotary_qkv(self.wqkv(x), cos, sin, self.heads)
         out = kv.attend(self.layer_idx, q, k, v)  # the cache decides how keys are stored and read
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.hidden))
 
@@ -87,8 +78,7 @@ class MLP(nn.Module):
         return {"w_gate_up.weight": [("gate_proj.weight", (slice(0, i),)), ("up_proj.weight", (slice(i, 2 * i),))]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_mul(self.w_gate_up(x)))
 
 
 class Router(nn.Module):
@@ -132,20 +122,14 @@ class Experts(nn.Module):
             parts["w_down"].append((f"{e}.down_proj.weight", (e,)))
         return parts
 
-    def forward(self, x: torch.Tensor, expert_idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x: N x H; expert_idx, weights: N x k. Returns the weighted sum (in fp32) cast to x's dtype."""
-        n, k = expert_idx.shape
-        flat = expert_idx.reshape(-1)
-        order = flat.argsort()
-        rows = x[order // k]
-        # counts by scatter-add, not bincount: bincount asks the host for the maximum (a sync)
-        counts = torch.zeros(self.n, dtype=torch.int32, device=x.device)
-        ends = counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32)).cumsum(0).to(torch.int32)
-        gate, up = grouped_matmul(rows, self.w_gate_up.transpose(1, 2), ends).chunk(2, dim=-1)
-        out = grouped_matmul(F.silu(gate) * up, self.w_down.transpose(1, 2), ends)
-        unsorted = torch.empty_like(out)
-        unsorted[order] = out
-        return (unsorted.view(n, k, -1).float() * weights[..., None]).sum(dim=1).to(x.dtype)
+    def forward(self, x: torch.Tensor, expert_idx: torch.Tensor, weights: torch.Tensor,
+                shared: torch.Tensor) -> torch.Tensor:
+        """x: N x H; expert_idx, weights: N x k. Returns the weighted sum (in fp32) cast to x's
+        dtype, plus `shared` (the shared experts' output)."""
+        token, slot, ends = sort_by_expert(expert_idx, self.n)
+        hidden = silu_mul(grouped_matmul(x[token], self.w_gate_up.transpose(1, 2), ends))
+        out = grouped_matmul(hidden, self.w_down.transpose(1, 2), ends)
+        return combine_experts(out, slot, weights, shared)
 
 
 class MoE(nn.Module):
@@ -160,17 +144,12 @@ class MoE(nn.Module):
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k experts and their weights per token, on the device (no host sync)."""
-        scores = F.linear(x.float(), self.gate.weight.float()).softmax(dim=-1)
-        weights, idx = torch.topk(scores, self.top_k, dim=-1, sorted=False)
-        if self.normalize:
-            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return idx, weights * self.scale
+        return route(x, self.gate.weight, self.top_k, self.normalize, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         idx, weights = self.route(flat)
-        y = self.experts(flat, idx, weights) + self.shared_experts(flat)
-        return y.view(x.shape)
+        return self.experts(flat, idx, weights, self.shared_experts(flat)).view(x.shape)
 
 
 class DecoderLayer(nn.Module):
@@ -182,5 +161,5 @@ class DecoderLayer(nn.Module):
         self.mlp = MoE(cfg) if cfg.is_moe_layer(layer_idx) else MLP(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(self, x, cos, sin, kv):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        normed, x = self.post_attention_layernorm(x, residual=self.self_attn(self.input_layernorm(x), cos, sin, kv))
+        return x + self.mlp(normed)

@@ -17,7 +17,8 @@ from torch import nn
 
 from .blank import Linear, embedding
 from .config import EncoderV2Config
-from .decoder import MLP, RMSNorm, apply_rope, rope_cos_sin
+from .decoder import MLP, RMSNorm, rope_cos_sin
+from .fused import apply_rope
 
 QUERY_BANKS = {144: "query_768", 256: "query_1024"}  # tokens per view -> bank
 
