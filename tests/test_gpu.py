@@ -1,5 +1,5 @@
 """GPU-only checks (run on the device machine; skipped where there is no CUDA): the Triton decode
-and SAM attention kernels against their reference forms, the engine with CUDA graphs against the
+and SAM kernels (attention, windows, bias terms) against their reference forms, the engine with CUDA graphs against the
 plain path in fp32, and the warm-up pass."""
 import random
 from dataclasses import replace
@@ -77,6 +77,50 @@ def test_fused_sam_attention_equals_the_widened_sdpa(dtype, b, h, w, heads, dim)
     ref = _widened_attention(q.double(), k.double(), v.double(), rel_h.double(), rel_w.double(), h, w)
     got = rel_attention(q, k, v, rel_h.view(b, heads, h, w, h), rel_w.view(b, heads, h, w, w)).double()
     assert ((got - ref).norm() / ref.norm()).item() < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b,h,w,c,window", [(2, 64, 64, 768, 14), (3, 40, 40, 768, 14), (1, 5, 7, 48, 3), (1, 14, 14, 64, 14)])
+def test_windows_are_cut_and_stitched_as_torch_does(dtype, b, h, w, c, window):
+    """The norm written into the window layout, and the add read from it, against the torch versions."""
+    from dsocr_cli.model import windows as W
+    torch.manual_seed(w)
+    x = torch.randn(b, h, w, c, device="cuda", dtype=dtype)
+    weight, bias = torch.randn(c, device="cuda", dtype=dtype), torch.randn(c, device="cuda", dtype=dtype)
+    cut, ref = W.norm_into_windows(x, weight, bias, 1e-6, window), W.norm_into_windows_reference(x, weight, bias, 1e-6, window)
+    assert cut.shape == ref.shape and ((cut.float() - ref.float()).abs().max() <= (1e-5 if dtype == torch.float32 else 0.04))
+    one = torch.ones(c, device="cuda", dtype=dtype)
+    padding = W.norm_into_windows_reference(torch.ones_like(x), one, one, 1e-6, window) == 0  # real tokens: 1
+    assert (cut[padding] == 0).all()  # padding tokens are exactly zero, as F.pad makes them
+    back = torch.randn_like(ref)
+    assert torch.equal(W.add_from_windows(x, back, window), W.add_from_windows_reference(x, back, window))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b,h,w,heads,dim", [(2, 14, 14, 12, 64), (2, 64, 64, 12, 64), (3, 40, 40, 12, 64), (1, 5, 7, 2, 16)])
+def test_bias_terms_read_from_one_product_equal_the_einsums(dtype, b, h, w, heads, dim):
+    from dsocr_cli.model.rel_attention import bias_terms
+    from dsocr_cli.model.sam import offset_table, relative_positions
+    torch.manual_seed(h)
+    q = torch.randn(b, h, w, 3, heads, dim, device="cuda", dtype=dtype).unbind(3)[0]  # strided, as the projection's
+    table_h, table_w = (torch.randn(127, dim, device="cuda", dtype=dtype) for _ in range(2))
+    rel_h, rel_w = bias_terms(q, offset_table(table_h, h), offset_table(table_w, w))
+    ref_h = torch.einsum("bhwnc,hkc->bnhwk", q.double(), relative_positions(table_h, h).double())
+    ref_w = torch.einsum("bhwnc,wkc->bnhwk", q.double(), relative_positions(table_w, w).double())
+    for got, ref in ((rel_h, ref_h), (rel_w, ref_w)):
+        assert ((got.double() - ref).norm() / ref.norm()).item() < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_the_vision_encoder_reads_the_same_with_kernels_and_without(tiny_checkpoint):
+    """SAM's windows, bias terms and attention kernels against the CPU path's torch forms, fp32."""
+    from dsocr_cli.model import fused
+    model = load_model(tiny_checkpoint, torch.device("cuda"), torch.float32)
+    pixels = torch.rand(3, 3, 1024, 1024, device="cuda") * 2 - 1
+    with torch.inference_mode():
+        got = model.encode_views(pixels)
+        with fused.use_kernels(False):
+            ref = model.encode_views(pixels)
+    assert ((got - ref).norm() / ref.norm()).item() < 1e-5
 
 
 def test_the_warm_up_pass_runs_beside_a_load_and_gives_its_memory_back(tiny_checkpoint):

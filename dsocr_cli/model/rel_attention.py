@@ -9,12 +9,16 @@ same every iteration (one tile, read before the loop) and the row term is one va
 row. On H200s, SAM's global attention over 8 views of 1024 px took 11.8 ms when the kernel
 gathered both terms per key (8.5 times torch's flash attention without bias), 1.38 ms this way (1.6
 times).
-Inputs are strided views of the qkv projection and the einsums' outputs; the output is
-B x N x heads x D, which the projection reads with no transpose.
+Inputs are strided views: q, k and v of the qkv projection, and the bias terms of one batched
+product of q with both (reversed) tables, `bias_terms`, read diagonally as each query's terms per
+key row and column (einsums gathering the tables per query made two copies of q a block). The
+output is B x N x heads x D, which the projection reads with no transpose.
 """
 from __future__ import annotations
 
 import torch
+
+from .fused import _kernels_for
 
 try:
     import triton
@@ -26,7 +30,26 @@ except ImportError:  # CPU-only installs use the widened SDPA form
 
 
 def fused_available(x: torch.Tensor, head_dim: int) -> bool:
-    return triton is not None and x.is_cuda and head_dim >= 16 and head_dim & (head_dim - 1) == 0
+    return _kernels_for(x) and head_dim >= 16 and head_dim & (head_dim - 1) == 0
+
+
+def bias_terms(q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q: B x h x w x heads x D (a view of the projection); table_h: (2h - 1) x D and table_w:
+    (2w - 1) x D, the embeddings of the offsets -(h-1) .. h-1 and -(w-1) .. w-1. Returns rel_h
+    (B x heads x h x w x h) and rel_w (B x heads x h x w x w), q_i . table[row_i - row_j + h - 1]
+    per key row j (and likewise per column), as views of one product P = q . [flip(table_h) |
+    flip(table_w)]: reversed, each query's terms for key rows 0 .. h-1 lie side by side in its row
+    of P, starting h - 1 - row_i along; so stepping a query row down moves one place less."""
+    b, h, w, heads, dim = q.shape
+    tables = torch.cat([table_h.flip(0), table_w.flip(0)])
+    width, tokens = tables.shape[0], b * h * w
+    rows = q.permute(3, 0, 1, 2, 4).reshape(heads, tokens, dim)  # a view: heads apart by D, tokens by the row
+    product = torch.bmm(rows, tables.t().expand(heads, dim, width))  # heads x tokens x width
+    start = product.storage_offset()
+    image, head = h * w * width, tokens * width
+    rel_h = product.as_strided((b, heads, h, w, h), (image, head, w * width - 1, width, 1), start + h - 1)
+    rel_w = product.as_strided((b, heads, h, w, w), (image, head, w * width, width - 1, 1), start + 2 * h - 1 + w - 1)
+    return rel_h, rel_w
 
 
 if triton is not None:
@@ -91,7 +114,7 @@ def rel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torc
                   config: tuple[int, int, int] | None = None) -> torch.Tensor:
     """q, k, v: B x N x heads x D for an h x w grid (N = h*w); rel_h: B x heads x h x w x h and
     rel_w: B x heads x h x w x w, each query's terms per key row and column, unscaled (any strides:
-    the einsums' outputs as they come). Last dims contiguous. Returns B x N x heads x D.
+    bias_terms' views). Last dims contiguous. Returns B x N x heads x D.
     `config` (queries per program, warps, pipeline depth) is for tuning."""
     b, n, heads, dim = q.shape
     grid_h, grid_w = rel_h.shape[2:4]

@@ -13,7 +13,8 @@ from torch import nn
 
 from .blank import Conv2d, Linear
 from .config import SamConfig
-from .rel_attention import fused_available, rel_attention
+from .rel_attention import bias_terms, fused_available, rel_attention
+from .windows import add_from_windows, norm_into_windows
 
 
 def resize_grid(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -25,14 +26,20 @@ def resize_grid(table: torch.Tensor, size: int) -> torch.Tensor:
     return grid.to(table.dtype).permute(0, 2, 3, 1)
 
 
-def relative_positions(table: torch.Tensor, size: int) -> torch.Tensor:
-    """(size, size, C) embeddings of the offsets i - j, from a (2L-1, C) table resized if size != L."""
+def offset_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """(2 size - 1, C) embeddings of the offsets -(size-1) .. size-1, from a (2L-1, C) table resized
+    if size != L."""
     length = 2 * size - 1
-    if table.shape[0] != length:
-        resized = F.interpolate(table.float().t()[None], size=length, mode="linear")
-        table = resized[0].t().to(table.dtype)
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.float().t()[None], size=length, mode="linear")
+    return resized[0].t().to(table.dtype)
+
+
+def relative_positions(table: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, size, C) embeddings of the offsets i - j."""
     offsets = torch.arange(size, device=table.device)
-    return table[offsets[:, None] - offsets[None, :] + size - 1]
+    return offset_table(table, size)[offsets[:, None] - offsets[None, :] + size - 1]
 
 
 class LayerNorm2d(nn.Module):
@@ -69,10 +76,14 @@ class RelPosAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, h, w, 3, self.heads, head_dim).unbind(3)  # B x h x w x heads x D views
         # Decomposed relative position bias: bias[i, j] = q_i . Rh[row_i - row_j] + q_i . Rw[col_i - col_j],
         # from the unscaled query, as B x heads x N x h (rows) and B x heads x N x w (columns).
-        rel_h = torch.einsum("bhwnc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h))
-        rel_w = torch.einsum("bhwnc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w))
+        fused = fused_available(x, head_dim)
+        if fused:
+            rel_h, rel_w = bias_terms(q, offset_table(self.rel_pos_h, h), offset_table(self.rel_pos_w, w))
+        else:
+            rel_h = torch.einsum("bhwnc,hkc->bnhwk", q, relative_positions(self.rel_pos_h, h))
+            rel_w = torch.einsum("bhwnc,wkc->bnhwk", q, relative_positions(self.rel_pos_w, w))
         q, k, v = (t.reshape(b, n, self.heads, head_dim) for t in (q, k, v))
-        if fused_available(x, head_dim):
+        if fused:
             out = rel_attention(q, k, v, rel_h, rel_w)
         else:
             out = _widened_attention(q, k, v, rel_h.reshape(b, self.heads, n, h), rel_w.reshape(b, self.heads, n, w), h, w)
@@ -129,21 +140,13 @@ class SamBlock(nn.Module):
         self.mlp = SamMLP(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm1(x)
-        y = self.attn(y) if not self.window else self._windowed_attention(y)
-        x = x + y
+        if self.window:
+            norm = self.norm1
+            windows = norm_into_windows(x, norm.weight, norm.bias, norm.eps, self.window)
+            x = add_from_windows(x, self.attn(windows), self.window)
+        else:
+            x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        s = self.window
-        ph, pw = -h % s, -w % s
-        x = F.pad(x, (0, 0, 0, pw, 0, ph))  # padding tokens take part in attention, as released
-        nh, nw = (h + ph) // s, (w + pw) // s
-        windows = x.view(b, nh, s, nw, s, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, s, s, c)
-        windows = self.attn(windows)
-        x = windows.view(b, nh, nw, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h + ph, w + pw, c)
-        return x[:, :h, :w].contiguous()
 
 
 class PatchEmbed(nn.Module):
@@ -152,7 +155,9 @@ class PatchEmbed(nn.Module):
         self.proj = Conv2d(3, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)  # B x H x W x C
+        # B x H x W x C, contiguous: as a permuted view every add after it kept the conv's layout, so
+        # each block's norms, adds and window cuts ran as strided copies (a quarter of SAM's time)
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class SamEncoder(nn.Module):
