@@ -12,7 +12,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import DsocrError
 from .model.kv_cache import ContiguousKV
 from .model.ocr import DeepseekOCR
 from .preprocess import ImageInput, normalize

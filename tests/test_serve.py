@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import os
 import queue
 import re
 import signal
