@@ -45,10 +45,9 @@ def bias_terms(q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) ->
     width, tokens = tables.shape[0], b * h * w
     rows = q.permute(3, 0, 1, 2, 4).reshape(heads, tokens, dim)  # a view: heads apart by D, tokens by the row
     product = torch.bmm(rows, tables.t().expand(heads, dim, width))  # heads x tokens x width
-    start = product.storage_offset()
     image, head = h * w * width, tokens * width
-    rel_h = product.as_strided((b, heads, h, w, h), (image, head, w * width - 1, width, 1), start + h - 1)
-    rel_w = product.as_strided((b, heads, h, w, w), (image, head, w * width, width - 1, 1), start + 2 * h - 1 + w - 1)
+    rel_h = product.as_strided((b, heads, h, w, h), (image, head, w * width - 1, width, 1), h - 1)
+    rel_w = product.as_strided((b, heads, h, w, w), (image, head, w * width, width - 1, 1), 2 * h - 1 + w - 1)
     return rel_h, rel_w
 
 
