@@ -26,7 +26,7 @@ from .page_lengths import LengthDistribution
 from .prompts import load_prompt
 from .random_weights import random_model
 from .engine.plain import PlainRunner
-from .requests import OcrRequest, settings_for
+from .requests import PENDING, OcrRequest, settings_for
 from .runner import pick_device, pick_dtype, preprocess_workers, settle
 from .tokenizer import Tokenizer
 
@@ -137,28 +137,36 @@ def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, 
 class _ForcedLengths:
     """The engine as convert's runner, each page stopped at a length drawn for it and reported with the
     drawn finish (eos, or repetition for a looping page, which convert then retries: a retry draws anew)."""
+    live_requests = True
 
     def __init__(self, engine: Engine, lengths: LengthDistribution):
         self.engine, self.lengths = engine, lengths
         self.tokenizer, self.engines, self.devices, self.pages_done = engine.tokenizer, 1, [], []
-        self.attempt = self.tokens = self.retried = 0
+        self.attempts: dict = {}  # key -> 1 for a retry, as its request said
+        self.passes = self.tokens = self.retried = 0
 
     @property
     def settings(self):
         return self.engine.settings
 
     def get(self, key, default=None) -> int:  # the engine's output_lengths lookup
-        return self.lengths.draw(key, self.attempt)[0]
+        return self.lengths.draw(key, self.attempts[key])[0]
 
     def run(self, requests, settings=None, on_token=None):
-        attempt = self.attempt
-        for result in self.engine.run(requests, settings, on_token, output_lengths=self):
+        def noted(requests):
+            for request in requests:
+                if request is not PENDING:
+                    self.attempts[request.key] = int(request.retry)
+                yield request
+
+        self.passes += 1
+        for result in self.engine.run(noted(requests), settings, on_token, output_lengths=self):
+            attempt = self.attempts[result.key]
             if result.error is None:
                 result.finish_reason = self.lengths.draw(result.key, attempt)[1]
             self.tokens += len(result.token_ids)
-            self.retried += attempt > 0
+            self.retried += attempt
             yield result
-        self.attempt += 1
 
 
 def run_pdf_bench(model: DeepseekOCR, tokenizer: Tokenizer, paths: list[str], mode: Mode,
@@ -193,7 +201,7 @@ def run_pdf_bench(model: DeepseekOCR, tokenizer: Tokenizer, paths: list[str], mo
             "incomplete_pages": sum(len(r.incomplete) for r in reports),
             "failed_pages": sum(len(r.failed) for r in reports),
             "vision_ms_per_page": 1000 * stats.vision_seconds / max(1, pages),
-            "batch": engine.max_batch, "engine_setup_s": setup, "passes": runner.attempt,
+            "batch": engine.max_batch, "engine_setup_s": setup, "passes": runner.passes,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__}
 

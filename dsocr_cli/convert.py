@@ -3,14 +3,15 @@
 No terminal here: the CLI passes options and a runner and hears of progress through a callback.
 Pages stream: each request carries a PageRef that the engine's workers render, results come back
 out of order and are collected per document, and a document is rendered and written as soon as
-its last page is in. A page that stopped without EOS runs once more, after the first pass, with a
-stronger repetition guard; if that fails too its partial text is kept and flagged. No page is
+its last page is in. A page that stopped without EOS runs once more with a stronger repetition
+guard (requests.stronger_guard), beside the pages still running where the runner allows; if that
+fails too its partial text is kept and flagged. No page is
 ever dropped or renumbered: one that could not be read at all stays as a flagged empty page.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Iterable, Iterator
+from collections import deque
+from typing import Callable, Iterator
 
 from .documents import DocumentError, Source, document_key, open_document, parse_pages
 from .figure_pass import read_figures
@@ -18,13 +19,10 @@ from .jobs import ConvertOptions, DocumentReport, Job
 from .outputs import write_document
 from .outputs.document import page_image
 from .pages import UNFINISHED, ParsedPage, page_of
-from .requests import GenerationSettings, OcrRequest, OcrResult, Runner
+from .requests import PENDING, GenerationSettings, OcrRequest, OcrResult, Runner
 from .shard import Shard
 from .writers import Target, plan_outputs
 
-# The retry guard: n-grams of 20 tokens may not repeat within 256 (the first pass: 30 within 90).
-RETRY_NGRAM_SIZE = 20
-RETRY_NGRAM_WINDOW = 256
 FIGURE_SLICE_PAGES = 512  # --parse-figures: documents are finished (figures read, written) in slices this big, per engine
 
 
@@ -100,36 +98,49 @@ def _slices(jobs: list[Job], indices: list[int], size: int) -> Iterator[list[int
 
 def _convert_part(jobs: list[Job], part: list[int], runner: Runner, settings: GenerationSettings,
                   options: ConvertOptions, on_page) -> Iterator[DocumentReport]:
-    """The documents `part` indexes: a first pass, a retry pass for unfinished pages, the figures."""
+    """The documents `part` indexes: a first pass and its retries of unfinished pages, the figures.
+    A runner that takes live requests runs the retries beside the first pass, as they come up."""
     collected: dict[int, dict[int, ParsedPage]] = {j: dict(jobs[j].kept) for j in part}
     outstanding = {j: len(jobs[j].numbers) - len(jobs[j].kept) for j in part}  # results to come, retries included
-    retry: list[tuple[int, int]] = []
+    retry: deque[tuple[int, int]] = deque()               # pages to run again
+    retried: set[tuple[int, int]] = set()                  # pages run again
+    first_pass = sum(outstanding.values())                 # first-pass results still to come
     read_whole: list[int] = []                             # --parse-figures: documents whose figures wait
 
-    def requests(keys: Iterable[tuple[int, int]]) -> Iterator[OcrRequest]:
-        for j, n in keys:
-            yield OcrRequest(jobs[j].document.page_ref(n), options.prompt, options.mode, key=(j, n))
+    def request(j: int, n: int, again: bool) -> OcrRequest:
+        if again:
+            retried.add((j, n))
+        return OcrRequest(jobs[j].document.page_ref(n), options.prompt, options.mode, key=(j, n), retry=again)
 
-    def take(result: OcrResult, retried: bool) -> Iterator[DocumentReport]:
+    def requests(live: bool) -> Iterator[OcrRequest]:
+        for j in part:
+            yield from (request(j, n, False) for n in jobs[j].numbers if n not in jobs[j].kept)
+        while live and (retry or first_pass):
+            yield request(*retry.popleft(), True) if retry else PENDING
+
+    def take(result: OcrResult) -> Iterator[DocumentReport]:
+        nonlocal first_pass
         j, n = result.key
-        page = page_of(result, n, retried)
+        again = result.key in retried
+        page = page_of(result, n, again)
         collected[j][n] = page
         on_page(jobs[j], page)
-        if page.finish_reason in UNFINISHED and not retried:
-            retry.append((j, n))
-            return
+        if not again:
+            first_pass -= 1
+            if page.finish_reason in UNFINISHED:
+                retry.append((j, n))
+                return
         outstanding[j] -= 1
         if outstanding[j] == 0 and options.figure_prompt:
             read_whole.append(j)
         elif outstanding[j] == 0:
             yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options)
 
-    fresh = ((j, n) for j in part for n in jobs[j].numbers if n not in jobs[j].kept)
-    for result in runner.run(requests(fresh), settings=settings):
-        yield from take(result, retried=False)
-    if retry:
-        for result in runner.run(requests(list(retry)), settings=stronger_guard(settings)):
-            yield from take(result, retried=True)
+    for result in runner.run(requests(runner.live_requests), settings=settings):
+        yield from take(result)
+    if retry:  # a runner that reads its requests in full: the retries are a pass of their own
+        for result in runner.run((request(j, n, True) for j, n in list(retry)), settings=settings):
+            yield from take(result)
     if read_whole:
         pages = (((j, page.number), page, page_image(jobs[j], page, DocumentReport(jobs[j].source)))
                  for j in read_whole for page in collected[j].values() if page.error is None and page.needs_image)
@@ -139,9 +150,5 @@ def _convert_part(jobs: list[Job], part: list[int], runner: Runner, settings: Ge
                                  {n: readings[(j, n)] for n in jobs[j].numbers if (j, n) in readings},
                                  {n: crops[(j, n)] for n in jobs[j].numbers if (j, n) in crops})
 
-
-def stronger_guard(settings: GenerationSettings) -> GenerationSettings:
-    size = min(settings.ngram_size, RETRY_NGRAM_SIZE) if settings.ngram_size else RETRY_NGRAM_SIZE
-    return replace(settings, ngram_size=size, ngram_window=max(settings.ngram_window, RETRY_NGRAM_WINDOW))
 
 

@@ -64,6 +64,7 @@ class _EngineActor:
 class RayRunner:
     """A Runner (requests.py) over a Ray actor pool."""
     tokenizer = None        # each actor loads its own
+    live_requests = False   # the requests are read in full before the pool starts
     devices: list[str] = []  # Ray does not say which actor ran a page
     pages_done: list[int] = []
 

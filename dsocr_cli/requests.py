@@ -7,7 +7,7 @@ reference path, engines on several GPUs, a Ray pool, a resident server.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 from .errors import DsocrError
@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from .preprocess import Mode
 
 NGRAM_WHITELIST = ("<td>", "</td>")  # table cells repeat by nature: never banned by the n-gram guard
+# A page that stopped without EOS runs once more under a stronger guard: n-grams of 20 tokens may
+# not repeat within 256 (the default guard: 30 within 90).
+RETRY_NGRAM_SIZE = 20
+RETRY_NGRAM_WINDOW = 256
+
+# A request iterator may yield PENDING: nothing to run yet, ask again once a result is out (the
+# results still to come may add requests: retries, or pages another process hands out).
+PENDING = object()
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class OcrRequest:
     mode: Mode
     key: object = None       # the caller's tag, returned with the result
     max_new_tokens: int | None = None  # fewer tokens than the runner's limit, for this request alone
+    retry: bool = False      # a second attempt: runs under stronger_guard(the run's settings)
 
 
 @dataclass
@@ -64,18 +73,34 @@ class OcrResult:
 TokenCallback = Callable[[object, int], None]  # on_token(request key, token id)
 
 
+def stronger_guard(settings: GenerationSettings) -> GenerationSettings:
+    size = min(settings.ngram_size, RETRY_NGRAM_SIZE) if settings.ngram_size else RETRY_NGRAM_SIZE
+    return replace(settings, ngram_size=size, ngram_window=max(settings.ngram_window, RETRY_NGRAM_WINDOW))
+
+
+def settings_of(request: OcrRequest, settings: GenerationSettings) -> GenerationSettings:
+    """What one request runs under, given its run's settings: the retry guard, its own token limit."""
+    if request.retry:
+        settings = stronger_guard(settings)
+    if request.max_new_tokens is not None and request.max_new_tokens < settings.max_new_tokens:
+        settings = replace(settings, max_new_tokens=request.max_new_tokens)
+    return settings
+
+
 class Runner(Protocol):
     settings: GenerationSettings   # what a run uses when it is given none
     tokenizer: Tokenizer | None    # the model's, when it is loaded in this process (streaming needs it)
     engines: int                   # engines working in parallel (a pass should keep them all busy)
     devices: list[str]             # per engine whose progress is known, its device; [] when not known
     pages_done: list[int]          # pages finished per entry of `devices`
+    live_requests: bool            # run() takes PENDING from its requests and asks again after a result
 
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
             on_token: TokenCallback | None = None) -> Iterator[OcrResult]:
-        """Results carry their request's key; a batched runner may yield them out of order.
-        `settings` (same max_new_tokens or fewer) apply to this run only; `on_token` hears every
-        generated token as it comes (runners that run the model in this process only)."""
+        """Results carry their request's key; a batched runner may yield them out of order. Each
+        request runs under settings_of(request, `settings`); `settings` (same max_new_tokens or
+        fewer) apply to this run only; `on_token` hears every generated token as it comes (runners
+        that run the model in this process only)."""
 
     def close(self) -> None:
         """Release what the runner holds beyond the model (worker processes)."""

@@ -15,7 +15,7 @@ from dsocr_cli import saved as saved_output
 from dsocr_cli.documents import expand_inputs
 from dsocr_cli.generate import GenerationSettings
 from dsocr_cli.preprocess import MODES
-from dsocr_cli.requests import OcrResult
+from dsocr_cli.requests import PENDING, OcrResult
 from golden import RAW, assert_golden, raw_fixture
 from conftest import run_dsocr
 
@@ -33,24 +33,37 @@ def make_pdf(path: Path, pages: int) -> Path:
 
 
 class ScriptedRunner:
-    """The Runner protocol over canned outputs: (page, pass) -> (raw, finish_reason) or an error."""
-
-    def __init__(self, script: dict):
-        self.script, self.settings, self.runs = script, GenerationSettings(), []
-
+    """The Runner protocol over canned outputs: (page, attempt) -> (raw, finish_reason) or an error.
+    It takes requests as a batched engine does, all it can get (up to PENDING), then answers them out
+    of order; `live` says whether it may be given PENDING."""
     tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
 
+    def __init__(self, script: dict, live: bool = False):
+        self.script, self.settings, self.runs, self.live_requests = script, GenerationSettings(), [], live
+
     def run(self, requests, settings=None, on_token=None):
-        requests = list(requests)
-        self.runs.append((settings, [r.key for r in requests]))
-        for request in reversed(requests):  # out of order, as the engine may answer
-            j, n = request.key
-            answer = self.script[n][len(self.runs) - 1]
-            if isinstance(answer, Exception):
-                yield OcrResult(request.key, "", [], "error", 0, 0, error=str(answer))
-            else:
-                raw, reason = answer
-                yield OcrResult(request.key, raw, [1, 2], reason, 10, 5, page_size=request.image().size)
+        requests, taken = iter(requests), []
+        self.runs.append((settings, taken))
+        while True:
+            held, ended = [], True
+            for request in requests:
+                if request is PENDING:
+                    assert self.live_requests
+                    ended = False
+                    break
+                held.append(request)
+            taken += [(r.key, r.retry) for r in held]
+            for request in reversed(held):
+                yield self.answer(request)
+            if ended:
+                return
+
+    def answer(self, request):
+        answer = self.script[request.key[1]][request.retry]
+        if isinstance(answer, Exception):
+            return OcrResult(request.key, "", [], "error", 0, 0, error=str(answer))
+        raw, reason = answer
+        return OcrResult(request.key, raw, [1, 2], reason, 10, 5, page_size=request.image().size)
 
 
 def options(**kw):
@@ -64,19 +77,25 @@ def plan(tmp_path, names_pages, output, **kw):
     return jobs, reports, opts
 
 
-def test_pages_are_retried_once_with_a_stronger_guard_and_kept_when_they_still_fail(tmp_path):
+@pytest.mark.parametrize("live", [True, False])
+def test_pages_are_retried_once_with_a_stronger_guard_and_kept_when_they_still_fail(tmp_path, live):
     jobs, reports, opts = plan(tmp_path, [("report.pdf", 4)], str(tmp_path / "out.md"), layout_json=True)
     runner = ScriptedRunner({
         1: [(raw_fixture("figures"), "eos")],
         2: [("looping " * 5, "repetition"), (raw_fixture("tables"), "eos")],   # fixed by the retry
         3: [(raw_fixture("truncated"), "length"), (raw_fixture("truncated"), "length")],  # still cut
         4: [ValueError("PageError: cannot render page 4")],
-    })
+    }, live)
     [report] = list(pipeline.convert(jobs, runner, opts))
-    first, retry = runner.runs
-    assert first[0] == runner.settings and sorted(first[1]) == [(0, 1), (0, 2), (0, 3), (0, 4)]
-    assert sorted(retry[1]) == [(0, 2), (0, 3)]
-    assert (retry[0].ngram_size, retry[0].ngram_window) == (20, 256)
+    first = [((0, n), False) for n in (1, 2, 3, 4)]
+    retries = [((0, 2), True), ((0, 3), True)]
+    if live:  # the retries join the run that is still going
+        [(settings, taken)] = runner.runs
+        assert taken[:4] == first and sorted(taken[4:]) == retries
+    else:
+        [(settings, taken), (again, retaken)] = runner.runs
+        assert taken == first and sorted(retaken) == retries and again == settings
+    assert settings == runner.settings
     assert report.incomplete == [3] and report.failed == ["page 4: PageError: cannot render page 4"]
     assert not report.ok and report.pages == 4
     markdown = (tmp_path / "out.md").read_text()

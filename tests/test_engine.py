@@ -8,37 +8,67 @@ from PIL import Image, ImageDraw
 
 from dsocr_cli.checkpoint import load_model
 from dsocr_cli.engine.engine import Engine
-from dsocr_cli.engine.feeder import PENDING
-from dsocr_cli.engine.guard import ban_repeated_ngrams, looping
+from dsocr_cli.engine.guard import advance, ban_repeated_ngrams
 from dsocr_cli.engine.paged_kv import PAGE
 from dsocr_cli.generate import banned_tokens, is_looping
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.prompts import load_prompt
 from dsocr_cli.engine.plain import PlainRunner
-from dsocr_cli.requests import OcrRequest, settings_for
+from dsocr_cli.requests import PENDING, OcrRequest, settings_for
 from dsocr_cli.tokenizer import Tokenizer
 
 
-def test_device_guard_equals_the_plain_guard_on_random_histories():
-    rng = random.Random(0)
-    vocab = 20
-    for _ in range(2000):
-        size = rng.choice([1, 2, 3, 4, 5])
-        window = rng.choice([size, size + 1, 6, 10, 30])
-        span = rng.choice([8, 16, 24])
-        width = max(window, span)
-        seq = [rng.randint(0, rng.choice([2, 3, vocab - 1])) for _ in range(rng.randint(0, 40))]
+def random_guard_rows(rng, rows=6, vocab=20, length=40):
+    """Rows of tokens, each under its own n-gram size and window, some falling into loops."""
+    out = []
+    for _ in range(rows):
+        size = rng.choice([0, 1, 2, 3, 4, 5])
+        window = rng.choice([max(size, 1), size + 1, 6, 10, 30])
+        seq = [rng.randint(0, rng.choice([2, 3, vocab - 1])) for _ in range(rng.randint(1, length))]
         if rng.random() < 0.3 and len(seq) > 6:
             seq = (seq[:3] * 20)[:len(seq)]
+        out.append((size, window, seq))
+    return out
+
+
+def check_guard_against_plain(rng, ban, advance, device="cpu", cases=60):
+    """Feed rows token by token through (ban, advance) and compare every step with generate.py's guard."""
+    from dsocr_cli.engine.guard import guard_shape
+    from dsocr_cli.requests import GenerationSettings
+
+    vocab = 20
+    for _ in range(cases):
+        span = rng.choice([0, 3, 8, 16, 24])
+        rows = random_guard_rows(rng)
+        width, shifts = guard_shape([GenerationSettings(ngram_size=s, ngram_window=w, loop_span=span) for s, w, _ in rows])
+        history = torch.full((len(rows), width), -1, device=device)
+        runs = torch.zeros(len(rows), shifts, dtype=torch.int32, device=device)
+        sizes = torch.tensor([s for s, _, _ in rows], dtype=torch.int32, device=device)
+        windows = torch.tensor([w for _, w, _ in rows], dtype=torch.int32, device=device)
         whitelist = frozenset(rng.sample(range(vocab), 2))
-        history = torch.full((1, width), -1)
-        if seq:
-            history[0, -min(len(seq), width):] = torch.tensor(seq[-width:])
         allowed = torch.zeros(vocab, dtype=torch.bool)
         allowed[list(whitelist)] = True
-        out = ban_repeated_ngrams(torch.zeros(1, vocab), history, size, window, allowed)
-        assert {i for i in range(vocab) if out[0, i] == float("-inf")} == banned_tokens(seq, size, window, whitelist)
-        assert bool(looping(history, span)[0]) == is_looping(seq, span)
+        allowed = allowed.to(device)
+        steps = max(len(seq) for _, _, seq in rows)
+        for t in range(steps + 1):
+            logits = torch.zeros(len(rows), vocab, device=device)
+            ban(logits, history, runs, sizes, windows, allowed)
+            for r, (size, window, seq) in enumerate(rows):
+                banned = {i for i in range(vocab) if logits[r, i] == float("-inf")}
+                assert banned == banned_tokens(seq[:t], size, window, whitelist), (size, window, seq[:t])
+            if t == steps:
+                break
+            token = torch.tensor([seq[t] if t < len(seq) else seq[-1] for _, _, seq in rows], device=device)
+            loops = advance(history, runs, token, span).tolist()
+            for r, (_, _, seq) in enumerate(rows):
+                grown = seq[:t + 1] + [seq[-1]] * (t + 1 - len(seq))
+                assert loops[r] == is_looping(grown, span), (span, grown)
+                if t >= len(seq):
+                    rows[r] = (rows[r][0], rows[r][1], grown)
+
+
+def test_device_guard_equals_the_plain_guard_row_by_row_and_token_by_token():
+    check_guard_against_plain(random.Random(0), ban_repeated_ngrams, advance)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +90,10 @@ def pages(n, seed=0):
     return out
 
 
-def requests(specs):
-    return [OcrRequest(image.copy(), load_prompt(prompt), MODES[mode], key=i) for i, (image, prompt, mode) in enumerate(specs)]
+def requests(specs, retry_every: int = 0):
+    """Requests for the specs; with `retry_every`, every such one is a retry (the stronger guard)."""
+    return [OcrRequest(image.copy(), load_prompt(prompt), MODES[mode], key=i, retry=bool(retry_every) and i % retry_every == 0)
+            for i, (image, prompt, mode) in enumerate(specs)]
 
 
 PAGE_BYTES = 2 * 2 * 64 * 2 * 32 * 4  # K and V, 2 layers, 64 slots, 2 heads of 32, fp32
@@ -84,11 +116,11 @@ def test_engine_matches_plain_path_over_a_mixed_batch(eos_prone_model, plain_run
     specs = pages(9)
     key = tuple(sorted(guard.items()))
     if key not in plain_runs:
-        plain_runs[key] = {r.key: r for r in PlainRunner(eos_prone_model, tok, settings, logprobs=True).run(requests(specs))}
+        plain_runs[key] = {r.key: r for r in PlainRunner(eos_prone_model, tok, settings, logprobs=True).run(requests(specs, 3))}
     plain = plain_runs[key]
     engine = Engine(eos_prone_model, tok, settings, max_batch=4, logprobs=True, kv_bytes=kv_pages * PAGE_BYTES,
                     compile=compile)
-    batched = {r.key: r for r in engine.run(requests(specs))}
+    batched = {r.key: r for r in engine.run(requests(specs, 3))}  # retries (every third) beside first attempts
     assert batched.keys() == plain.keys()
     for key, ref in plain.items():
         got = batched[key]

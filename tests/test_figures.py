@@ -66,7 +66,7 @@ class FigureRunner:
     def __init__(self):
         self.settings, self.runs = GenerationSettings(), []
 
-    tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
+    tokenizer, engines, devices, pages_done, live_requests = None, 1, [], [], False  # the rest of the Runner protocol
 
     def run(self, requests, settings=None, on_token=None):
         requests = list(requests)
@@ -107,7 +107,7 @@ class LoggingRunner:
     def __init__(self, log):
         self.settings, self.log = GenerationSettings(), log
 
-    tokenizer, engines, devices, pages_done = None, 1, [], []  # the rest of the Runner protocol
+    tokenizer, engines, devices, pages_done, live_requests = None, 1, [], [], False  # the rest of the Runner protocol
 
     def run(self, requests, settings=None, on_token=None):
         for request in requests:

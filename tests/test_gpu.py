@@ -62,6 +62,16 @@ def test_engine_with_graphs_matches_plain_path_in_fp32(tiny_checkpoint, compile)
     assert {r.key: r.token_ids for r in engine.run(requests(specs), stronger)} == retried
     assert {r.key: r.token_ids for r in engine.run(requests(specs))} == {k: r.token_ids for k, r in plain.items()}
     assert engine.vision.captured  # vision shapes met again are replayed from graphs (the runs above included)
+    # retries (every third page, under the stronger guard) beside first attempts in one run
+    mixed = {r.key: r.token_ids for r in PlainRunner(model, tok, settings).run(requests(specs, 3))}
+    assert {r.key: r.token_ids for r in engine.run(requests(specs, 3))} == mixed
+
+
+def test_guard_kernels_equal_the_plain_guard_row_by_row_and_token_by_token():
+    from dsocr_cli.engine.guard import advance, ban_repeated_ngrams
+    from test_engine import check_guard_against_plain
+
+    check_guard_against_plain(random.Random(2), ban_repeated_ngrams, advance, device="cuda")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

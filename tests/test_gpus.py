@@ -118,7 +118,7 @@ def test_an_engine_killed_mid_run_leaves_the_others_to_finish(scale_folder, tiny
 
 def test_pages_are_dealt_to_the_engine_holding_fewest_run_after_run(tiny_checkpoint):
     from dsocr_cli.bench import _requests
-    from dsocr_cli.convert import stronger_guard
+    from dsocr_cli.requests import stronger_guard
     from dsocr_cli.engine.multi import MultiRunner
     from dsocr_cli.engine.spec import EngineSpec
     from dsocr_cli.preprocess import MODES

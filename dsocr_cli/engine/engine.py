@@ -10,8 +10,8 @@ and the step updates it in place, so the host only reads the new tokens, finishe
 out pages. The next step is launched before the host reads the last one's tokens, so the device
 computes while the host handles rows: a row that finished has one step too many computed for it,
 which is dropped, and pages are handed out a step ahead. Greedy output equals the plain path
-(generate.py) token for token in fp32 (tested); the repetition guard and loop detector run
-vectorised on the device.
+(generate.py) token for token in fp32 (tested); the repetition guard and loop detector run on the
+device (guard.py), each row under its own page's guard, so a retried page joins the live run.
 With compile=True the step is built by torch.compile first (slower start, faster steps).
 """
 from __future__ import annotations
@@ -28,10 +28,11 @@ from ..errors import DsocrError
 from ..generate import finish_reason
 from ..model.eager import disable_marked
 from ..model.ocr import DeepseekOCR
-from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output
+from ..requests import (GenerationSettings, OcrRequest, OcrResult, TokenCallback, decode_output, settings_of,
+                        stronger_guard)
 from ..tokenizer import Tokenizer
 from .feeder import Feeder, Prepared, close_pool, worker_pool
-from .guard import ban_repeated_ngrams, looping
+from .guard import advance, ban_repeated_ngrams, guard_shape
 from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
 from .vision import VisionEncoder, VisionJob
 
@@ -130,6 +131,7 @@ class Sequence:
 class Engine:
     """A Runner (requests.py) over one model on one device."""
     engines = 1
+    live_requests = True
     devices: list[str] = []       # one engine in this process: the command's page count says it all
     pages_done: list[int] = []
 
@@ -197,12 +199,16 @@ class Engine:
 
     def _init_state(self) -> None:
         rows, dev = self.max_batch, self.device
-        width = max(self.live.ngram_window, self.live.loop_span, 1)
+        # room for the run's guard and a retry's (stronger_guard), so retries can join a live run
+        width, shifts = guard_shape([self.live, stronger_guard(self.live)])
         self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)
         self.positions = torch.zeros(rows, dtype=torch.long, device=dev)
         self.active = torch.zeros(rows, dtype=torch.long, device=dev)
         self.tables = torch.zeros(rows, self.table_width, dtype=torch.int32, device=dev)
         self.history = torch.full((rows, width), -1, dtype=torch.long, device=dev)
+        self.runs = torch.zeros(rows, shifts, dtype=torch.int32, device=dev)
+        self.ngram_sizes = torch.zeros(rows, dtype=torch.int32, device=dev)
+        self.ngram_windows = torch.zeros(rows, dtype=torch.int32, device=dev)
         self.loop_flags = torch.zeros(rows, dtype=torch.bool, device=dev)
         self.step_logprobs = torch.zeros(rows, dtype=torch.float32, device=dev)
         allowed = torch.zeros(self.model.config.decoder.vocab_size, dtype=torch.bool)
@@ -252,18 +258,18 @@ class Engine:
     # ---- the decode step (captured) -------------------------------------------------------------
 
     def _step(self, b: int) -> None:
-        s = self.live
         positions = self.positions[:b]
         x = self.model.embed(self.tokens[:b, None])
         kv = DecodeKV(self.pool, self.tables[:b], positions, self.use_triton)
         logits = self.model.logits(self.model.decode(x, positions[:, None], kv)[:, 0])
-        pick = ban_repeated_ngrams(logits, self.history[:b], s.ngram_size, s.ngram_window, self.allowed)
-        nxt = pick.argmax(dim=-1)
-        if self.logprobs:
-            self.step_logprobs[:b] = torch.log_softmax(logits, dim=-1).gather(1, nxt[:, None])[:, 0]
+        scores = torch.log_softmax(logits, dim=-1) if self.logprobs else None  # before the guard's bans
+        ban_repeated_ngrams(logits, self.history[:b], self.runs[:b], self.ngram_sizes[:b], self.ngram_windows[:b],
+                            self.allowed)
+        nxt = logits.argmax(dim=-1)
+        if scores is not None:
+            self.step_logprobs[:b] = scores.gather(1, nxt[:, None])[:, 0]
         self.tokens[:b] = nxt
-        self.history[:b] = torch.cat([self.history[:b, 1:], nxt[:, None]], dim=1)
-        self.loop_flags[:b] = looping(self.history[:b], s.loop_span)
+        self.loop_flags[:b] = advance(self.history[:b], self.runs[:b], nxt, self.live.loop_span)
         self.positions[:b] = positions + self.active[:b]
 
     def _bucket(self, n: int) -> int:
@@ -379,13 +385,11 @@ class Engine:
             yield from self._prefill(group, embeds, jobs)
 
     def _settings_for(self, prepared: Prepared) -> GenerationSettings:
-        """The run's settings, with the page's own token limit: its request's (a server client's
-        max_tokens) or a benchmark's forced length, whichever is shorter."""
-        limits = [n for n in (self.output_lengths.get(prepared.request.key), prepared.request.max_new_tokens)
-                  if n is not None]
-        if not limits:
-            return self.live
-        return replace(self.live, max_new_tokens=min(*limits, self.live.max_new_tokens))
+        """The page's own settings (requests.settings_of: a retry's guard, its request's token limit),
+        limited further by a benchmark's forced length."""
+        settings = settings_of(prepared.request, self.live)
+        forced = self.output_lengths.get(prepared.request.key)
+        return settings if forced is None else replace(settings, max_new_tokens=min(forced, settings.max_new_tokens))
 
     def _prefill(self, group: list[Sequence], embeds: list[torch.Tensor], jobs: list[VisionJob]) -> Iterator[OcrResult]:
         """One packed decoder pass over the group's prompts, first tokens; then the group joins."""
@@ -438,6 +442,9 @@ class Engine:
         self.active[row] = 1
         self.tables[row] = table.to(self.device)
         self.history[row] = history.to(self.device)
+        self.runs[row] = 0
+        self.ngram_sizes[row] = seq.settings.ngram_size
+        self.ngram_windows[row] = seq.settings.ngram_window
 
     def _remove_rows(self, rows: list[int]) -> None:
         """Drop finished rows, moving the last rows into the holes so the batch stays dense."""
@@ -448,7 +455,8 @@ class Engine:
         if moves:
             src = torch.tensor([m[0] for m in moves], device=self.device)
             dst = torch.tensor([m[1] for m in moves], device=self.device)
-            for state in (self.tokens, self.positions, self.tables, self.history):
+            for state in (self.tokens, self.positions, self.tables, self.history, self.runs, self.ngram_sizes,
+                          self.ngram_windows):
                 state[dst] = state[src]
         self.rows = [self.rows[i] for i in keep]
         freed = slice(n, n + len(doomed))
@@ -456,6 +464,7 @@ class Engine:
         self.positions[freed] = 0
         self.tables[freed] = 0
         self.history[freed] = -1
+        self.runs[freed] = 0
 
     def _abandon(self) -> None:
         """A run left early (the caller stopped reading): free what its pages held for the next run.

@@ -24,7 +24,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from ..preprocess import ImageInput, prepare_image
 from ..prompts import PromptIds, build_prompt_ids
-from ..requests import OcrRequest, page_image
+from ..requests import PENDING, OcrRequest, page_image
 from ..tokenizer import Tokenizer
 from .lifeline import exit_with_parent
 
@@ -67,10 +67,6 @@ DEPTH = 128  # requests prepared ahead by a worker pool
 PAGE_TIMEOUT_S = 120.0  # most seconds a worker may take over one page (rendering it included)
 ATTEMPTS = 2            # a page whose worker dies is prepared this many times before it fails
 
-# A request iterator may yield PENDING: nothing to run yet, ask again later (pages handed out by
-# another process). The feeder then stops pulling for now, without taking the iterator for done.
-PENDING = object()
-
 
 def _start_worker(parent: int) -> None:
     """A worker prepares one page at a time: torch's default thread team per worker (a thread per core,
@@ -94,7 +90,8 @@ def close_pool(pool: ProcessPool) -> None:
 
 
 class Feeder:
-    """Prepared requests in input order; with a worker pool, up to `depth` are prepared ahead.
+    """Prepared requests in input order; with a worker pool, up to `depth` are prepared ahead. At
+    PENDING (requests.py) it stops pulling for now, without taking the iterator for done.
 
     The pool belongs to the caller and outlives the feeder: starting spawned workers takes seconds.
     """

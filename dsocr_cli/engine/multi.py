@@ -23,8 +23,8 @@ from multiprocessing import connection
 from typing import Iterable, Iterator
 
 from ..errors import DsocrError, RunFailure
-from ..requests import GenerationSettings, OcrRequest, OcrResult, TokenCallback
-from .feeder import DEPTH, PENDING
+from ..requests import PENDING, GenerationSettings, OcrRequest, OcrResult, TokenCallback
+from .feeder import DEPTH
 from .lifeline import exit_with_parent
 from .spec import EngineSpec
 
@@ -126,6 +126,7 @@ def _serve(index: int, device: str, engines: int, spec: EngineSpec, tasks, comma
 class MultiRunner:
     """A Runner (requests.py) over one engine process per device."""
     tokenizer = None  # each engine loads its own, in its process
+    live_requests = True
 
     def __init__(self, devices: list[str], spec: EngineSpec):
         context = multiprocessing.get_context("spawn")  # CUDA state cannot be forked
@@ -203,21 +204,34 @@ class MultiRunner:
             dealer.join()
 
     def _deal(self, requests: Iterable[OcrRequest], stop: threading.Event, failures: list[BaseException]) -> None:
-        """Each page to the living engine holding fewest, as engines make room; then an end marker to each."""
+        """Each page to the living engine holding fewest, as engines make room; then an end marker to each.
+        At PENDING the dealer waits for a result, and hands out the pages of an engine lost meanwhile
+        (the requests may wait for their results: they would never come in a later round)."""
         try:
             for request in requests:
+                if request is not PENDING:
+                    self._hand(request, stop)
+                    continue
                 with self.room:
-                    while self._emptiest_with_room() is None and not stop.is_set():
-                        self.room.wait()
-                    if stop.is_set():
-                        return
-                    index = self._emptiest_with_room()
-                    self.inflight[index][request.key] = request
-                self.tasks[index].put(request)
+                    if not self.orphans:
+                        self.room.wait(POLL_S)
+                    again, self.orphans = self.orphans, []
+                for orphan in again:
+                    self._hand(orphan, stop)
         except BaseException as exc:
             failures.append(exc)
         for index in list(self.alive):
             self.tasks[index].put(None)
+
+    def _hand(self, request: OcrRequest, stop: threading.Event) -> None:
+        with self.room:
+            while self._emptiest_with_room() is None and not stop.is_set():
+                self.room.wait()
+            if stop.is_set():
+                return
+            index = self._emptiest_with_room()
+            self.inflight[index][request.key] = request
+        self.tasks[index].put(request)
 
     def _emptiest_with_room(self) -> int | None:
         """The living engine holding fewest pages, if it has room for one more (call with the lock held)."""

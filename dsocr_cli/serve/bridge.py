@@ -7,8 +7,7 @@ import queue
 from dataclasses import replace
 from typing import Iterable, Iterator
 
-from ..requests import GenerationSettings
-from ..requests import OcrRequest, OcrResult
+from ..requests import GenerationSettings, OcrRequest, OcrResult, settings_of
 from .scheduler import Scheduler, Ticket
 
 # the settings a client may choose; the rest (token whitelist, the token cap) are the server's
@@ -79,6 +78,7 @@ class LocalRunner:
         self.settings = scheduler.base
         self.tokenizer = None                                     # tokens are not streamed to a convert call
         self.engines, self.devices, self.pages_done = 1, [], []  # the server's one engine
+        self.live_requests = False  # the requests are all submitted before results are read
         self.tickets: dict[int, Ticket] = {}
         self.results: queue.Queue = queue.Queue()
         self.stopped = False
@@ -86,14 +86,14 @@ class LocalRunner:
     def run(self, requests: Iterable[OcrRequest], settings: GenerationSettings | None = None,
             on_token=None) -> Iterator[OcrResult]:
         settings = settings or self.settings
-        guard = guard_for(self.scheduler, settings)
         self.results = results = queue.Queue()
         keys = {}
         for request in requests:
             if self.stopped:
                 break
-            limited = replace(request, max_new_tokens=min(settings.max_new_tokens, request.max_new_tokens or settings.max_new_tokens))
-            ticket = self.scheduler.submit(limited, guard, results.put)
+            own = settings_of(request, settings)
+            ticket = self.scheduler.submit(replace(request, max_new_tokens=own.max_new_tokens),
+                                           guard_for(self.scheduler, own), results.put)
             keys[ticket.request.key] = request.key
             self.tickets[ticket.request.key] = ticket
         for _ in range(len(keys)):

@@ -19,9 +19,8 @@ from typing import Callable, Iterable, Iterator
 import httpx
 
 from ..errors import DsocrError
-from ..requests import GenerationSettings
 from ..preprocess import MODES, modes_for
-from ..requests import OcrRequest, OcrResult, page_image
+from ..requests import PENDING, GenerationSettings, OcrRequest, OcrResult, page_image, settings_of
 from ..tokenizer import Tokenizer
 
 BUSY_RETRIES = 6         # a full queue (503) is asked again after 0.5, 1, 2, ... s
@@ -79,6 +78,7 @@ class RemoteRunner:
         self.clients = ThreadClients(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
         self._tokenizer: Tokenizer | None = None
         self.engines, self.devices, self.pages_done = 1, [], []  # one engine, the server's; progress unknown
+        self.live_requests = True
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -99,10 +99,11 @@ class RemoteRunner:
             flying: set[Future] = set()
             try:
                 for request in requests:
-                    if len(flying) >= self.concurrency:
+                    if request is PENDING or len(flying) >= self.concurrency:
                         done, flying = wait(flying, return_when=FIRST_COMPLETED)
                         yield from (f.result() for f in done)
-                    flying.add(pool.submit(self.run_one, request, settings, on_token))
+                    if request is not PENDING:
+                        flying.add(pool.submit(self.run_one, request, settings, on_token))
                 while flying:
                     done, flying = wait(flying, return_when=FIRST_COMPLETED)
                     yield from (f.result() for f in done)
@@ -151,8 +152,8 @@ class RemoteRunner:
     def _options(self, request: OcrRequest, settings: GenerationSettings, stream: bool) -> dict:
         if modes_for(request.mode.model_kind).get(request.mode.name) != request.mode:
             raise DsocrError(f"mode {request.mode.name} is not one a server knows ({', '.join(MODES)})")
-        limit = min(settings.max_new_tokens, request.max_new_tokens or settings.max_new_tokens)
-        return {"prompt": request.prompt, "mode": request.mode.name, "max_new_tokens": limit,
+        settings = settings_of(request, settings)
+        return {"prompt": request.prompt, "mode": request.mode.name, "max_new_tokens": settings.max_new_tokens,
                 "ngram_size": settings.ngram_size, "ngram_window": settings.ngram_window,
                 "loop_span": settings.loop_span, "ignore_eos": settings.ignore_eos,
                 "logprobs": self.logprobs, "stream": stream}

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from ..engine.engine import Engine, EngineStats
-from ..engine.feeder import PENDING
-from ..requests import GenerationSettings
-from ..requests import OcrRequest, OcrResult
+from ..requests import PENDING, GenerationSettings, OcrRequest, OcrResult
 
 
 @dataclass
