@@ -60,14 +60,14 @@ def _requests(n: int, mode: Mode, prompt: str, offset: int = 0):
 
 
 def warm_engine(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, longest: int, batch: int | None,
-                workers: int, compile: bool, single_tokens: int) -> tuple[Engine, float, float, float]:
+                workers: int, compile: bool, single_tokens: int, kv_dtype: str = "auto") -> tuple[Engine, float, float, float]:
     """An engine whose pages run to their forced lengths, warmed up on two pages; its set-up seconds,
     and the seconds one page of `single_tokens` takes alone, in all and to its first token (the
     page drawn and prepared by a worker, its vision and its prefill)."""
     settings = settings_for(tokenizer, max_new_tokens=max(longest, single_tokens), ignore_eos=True)
     prompt = load_prompt(prompts.DOCUMENT)
     start = time.perf_counter()
-    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, compile=compile)
+    engine = Engine(model, tokenizer, settings, max_batch=batch, workers=workers, compile=compile, kv_dtype=kv_dtype)
     setup = time.perf_counter() - start
     alone = {10_000 + i: single_tokens for i in range(3)}
     # kernels and decode graphs; the second single page captures its vision pass (a shape met again)
@@ -80,14 +80,14 @@ def warm_engine(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, longest: i
 
 def run_bench(model: DeepseekOCR, tokenizer: Tokenizer, mode: Mode, pages: int, output_tokens: int,
               batch: int | None, baseline: bool, workers: int, profile: bool = False, compile: bool = False,
-              lengths: LengthDistribution | None = None) -> dict:
+              lengths: LengthDistribution | None = None, kv_dtype: str = "auto") -> dict:
     device = model.lm_head.weight.device
     prompt = load_prompt(prompts.DOCUMENT)
     forced = {i: lengths.draw(i)[0] if lengths else output_tokens for i in range(pages)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    engine, setup, single, single_first = warm_engine(model, tokenizer, mode, max(forced.values()), batch, workers, compile,
-                                        output_tokens)
+    engine, setup, single, single_first = warm_engine(model, tokenizer, mode, max(forced.values()), batch, workers,
+                                                      compile, output_tokens, kv_dtype)
     engine.stats = EngineStats()
     start = time.perf_counter()
     results = list(engine.run(_requests(pages, mode, prompt), output_lengths=forced))
@@ -170,7 +170,8 @@ class _ForcedLengths:
 
 
 def run_pdf_bench(model: DeepseekOCR, tokenizer: Tokenizer, paths: list[str], mode: Mode,
-                  lengths: LengthDistribution, batch: int | None, workers: int, compile: bool = False) -> dict:
+                  lengths: LengthDistribution, batch: int | None, workers: int, compile: bool = False,
+                  kv_dtype: str = "auto") -> dict:
     """`dsocr convert`'s pipeline (PDF rendering in the workers, the engine, parsing, Markdown and
     layout writing, retries of looping pages) on real documents, pages stopped at drawn lengths."""
     import tempfile
@@ -184,7 +185,7 @@ def run_pdf_bench(model: DeepseekOCR, tokenizer: Tokenizer, paths: list[str], mo
         jobs, failed = plan_jobs(expand_inputs(paths, None), out + "/", options)
         if not jobs:
             raise DsocrError(f"--pdf: nothing to convert ({failed[0].error if failed else 'no documents found'})")
-        engine, setup, _, _ = warm_engine(model, tokenizer, mode, lengths.longest, batch, workers, compile, 16)
+        engine, setup, _, _ = warm_engine(model, tokenizer, mode, lengths.longest, batch, workers, compile, 16, kv_dtype)
         runner = _ForcedLengths(engine, lengths)
         engine.stats = EngineStats()
         start = time.perf_counter()
@@ -220,7 +221,7 @@ def random_weight_model(device: str, dtype: str = "auto", kind: str = "v1") -> t
 
 
 def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens: int, batch: int | None,
-                compile: bool = False) -> dict:
+                compile: bool = False, kv_dtype: str = "auto") -> dict:
     """pages/s of one engine, then of one engine per device on the shared queue (--gpus), and the ratio.
 
     Both runs go through the same worker processes and queue, each engine warmed up first, so the
@@ -230,7 +231,7 @@ def run_scaling(load, devices: list[str], mode: Mode, pages: int, output_tokens:
     for group in ([devices[0]], devices) if len(devices) > 1 else ([devices[0]],):
         spec = EngineSpec(load, dict(max_new_tokens=output_tokens, ignore_eos=True), batch,
                           preprocess_workers(group[0], len(group)), partial(_requests, 1, mode, prompt, 10_000),
-                          compile)
+                          compile, kv_dtype)
         runner = MultiRunner(group, spec)
         try:
             start = time.perf_counter()

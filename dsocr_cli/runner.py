@@ -59,7 +59,7 @@ def open_model(model: str | None, device: str = "auto", dtype: str = "auto") -> 
 
 def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", logprobs: bool = False,
                 max_batch: int | None = None, pages: int | None = None, compile: bool = False,
-                **settings) -> Runner:
+                kv_dtype: str = "auto", **settings) -> Runner:
     """The batched engine over the loaded checkpoint: what every command runs pages through.
     `pages`, when the caller knows how many it will run: a small run gets a batch (and so a KV cache)
     its size instead of the whole GPU, and a single page is prepared in-process rather than by
@@ -75,7 +75,7 @@ def load_runner(model: str | None, device: str = "auto", dtype: str = "auto", lo
     if pages is not None and pages <= SMALL_RUN:  # a small engine; a large run gets the rows its prompts allow
         max_batch = min(max_batch or pages, pages)
     engine = Engine(net, tokenizer, settings_for(tokenizer, **settings), logprobs=logprobs,
-                    max_batch=max_batch, workers=workers, compile=compile)
+                    max_batch=max_batch, workers=workers, compile=compile, kv_dtype=kv_dtype)
     settle(where)
     timing.clock.mark("setup")
     return engine

@@ -18,14 +18,18 @@ from test_engine import pages, requests
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+FP8 = torch.float8_e4m3fn
+
+
+@pytest.mark.parametrize("dtype,kv_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                            (torch.bfloat16, FP8), (torch.float32, FP8)])
 @pytest.mark.parametrize("rows", [1, 3, 37])  # 16, 8 and 1 splits per sequence
-def test_triton_decode_attention_equals_gather_path(dtype, rows):
+def test_triton_decode_attention_equals_gather_path(dtype, kv_dtype, rows):
     torch.manual_seed(0)
     heads, dim = 10, 128
-    pool = PagePool(1, heads, dim, 400, dtype, torch.device("cuda"))
-    pool.k.normal_()
-    pool.v.normal_()
+    pool = PagePool(1, heads, dim, 400, kv_dtype, torch.device("cuda"))
+    pool.k.copy_(torch.randn(pool.k.shape, device="cuda").to(kv_dtype))
+    pool.v.copy_(torch.randn(pool.v.shape, device="cuda").to(kv_dtype))
     lengths = [random.Random(i).randint(1, 1500) for i in range(rows)]
     pages = torch.randperm(399)[:400].add(1).tolist()
     table = torch.zeros(rows, 32, dtype=torch.int32)
@@ -40,6 +44,21 @@ def test_triton_decode_attention_equals_gather_path(dtype, rows):
     slow = DecodeKV(pool, table, positions, use_triton=False).attend(0, q, k, v)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     assert (fast.float() - slow.float()).abs().max() < tol
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, FP8])
+def test_the_kv_store_kernel_writes_what_torch_writes(kv_dtype):
+    torch.manual_seed(0)
+    heads, dim = 10, 128
+    kernel, reference = (PagePool(2, heads, dim, 40, kv_dtype, torch.device("cuda")) for _ in range(2))
+    k = torch.randn(50, heads, dim, device="cuda", dtype=torch.bfloat16) * 300  # past fp8's 448 too
+    v = torch.randn(50, heads, dim, device="cuda", dtype=torch.bfloat16)
+    slots = torch.randperm(39 * PAGE, device="cuda")[:50] + PAGE
+    kernel.write(1, slots, k, v)
+    reference.k[1].view(-1, heads, dim)[slots] = reference._stored(k)  # the torch path
+    reference.v[1].view(-1, heads, dim)[slots] = reference._stored(v)
+    for got, want in ((kernel.k, reference.k), (kernel.v, reference.v)):
+        assert torch.equal(got.view(torch.uint8), want.view(torch.uint8)) and torch.isfinite(got.float()).all()
 
 
 @pytest.mark.parametrize("compile", [False, True])

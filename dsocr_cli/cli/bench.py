@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import DsocrError
 from ..preprocess import resolve_mode
-from .common import DeviceOpt, DtypeOpt, ModelOpt, ModeName, model_kind_of, print_json, warn
+from .common import DeviceOpt, DtypeOpt, KvDtypeOpt, ModelOpt, ModeName, model_kind_of, print_json, warn
 
 
 def bench(
@@ -30,6 +30,7 @@ def bench(
     batch: Annotated[str, typer.Option("--batch", help="Rows decoded together: auto (from free GPU memory) or N.")] = "auto",
     baseline: Annotated[bool, typer.Option("--baseline", help="Also time the plain unbatched path on one page.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Decode steps through torch.compile, as convert --compile runs them.")] = False,
+    kv_dtype: KvDtypeOpt = "auto",
     profile: Annotated[bool, typer.Option("--profile", help="Also list the kernels a full-batch decode step spends its time in.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -48,9 +49,9 @@ def bench(
         raise DsocrError("--batch takes auto or a number")
     max_batch = None if batch == "auto" else int(batch)
     if server is not None:
-        if gpus is not None or baseline or profile or compile or random_weights:
-            raise DsocrError("--server measures the server as it runs: --gpus, --baseline, --profile, --compile "
-                             "and --random-weights are the server's to choose (dsocr serve)")
+        if gpus is not None or baseline or profile or compile or random_weights or kv_dtype != "auto":
+            raise DsocrError("--server measures the server as it runs: --gpus, --baseline, --profile, --compile, "
+                             "--kv-dtype and --random-weights are the server's to choose (dsocr serve)")
         from ..serve.bench import run_server_bench
         served = resolve_mode((mode or ModeName.base).value, "v1")  # the name is sent; the server reads it for its model
         report = run_server_bench(server, os.environ.get("DSOCR_API_KEY"), served, pages, output_tokens, clients)
@@ -76,7 +77,7 @@ def bench(
             raise DsocrError("--device does not go with --gpus: it picks the devices")
         if drawn or pdf:
             raise DsocrError("--gpus measures fixed-length synthetic pages: leave out --lengths and --pdf")
-        report = run_scaling(load, engine_devices(gpus), chosen, pages, output_tokens, max_batch, compile)
+        report = run_scaling(load, engine_devices(gpus), chosen, pages, output_tokens, max_batch, compile, kv_dtype)
     else:
         net, tokenizer = load(device)
         load_s = time.perf_counter() - start
@@ -84,12 +85,14 @@ def bench(
             warn("benchmarking on the CPU: expect seconds per token")
         workers = preprocess_workers(net.lm_head.weight.device)
         if pdf:
-            report = run_pdf_bench(net, tokenizer, pdf, chosen, drawn or real_lengths(), max_batch, workers, compile)
+            report = run_pdf_bench(net, tokenizer, pdf, chosen, drawn or real_lengths(), max_batch, workers, compile,
+                                   kv_dtype)
         else:
             report = run_bench(net, tokenizer, chosen, pages, output_tokens, max_batch, baseline, workers,
-                               profile, compile, drawn)
+                               profile, compile, drawn, kv_dtype)
         report["load_s"] = load_s
         report["dtype"] = str(net.lm_head.weight.dtype).replace("torch.", "")
+    report["kv_dtype"] = kv_dtype
     report["model"] = f"random weights (full size {kind})" if random_weights else checkpoint.model_name(model)
     what = (f"{report['pages']} PDF pages through convert" if pdf
             else f"{pages} pages x {report['output_tokens_per_page']:.0f} tokens")

@@ -62,6 +62,21 @@ def choices(names) -> str:
     return "<" + "|".join(names) + ">"
 
 
+KV_DTYPES = ("auto", "fp8")  # engine/paged_kv.py maps them to the cache's element type
+
+
+def _kv_dtype(value: str) -> str:
+    if value not in KV_DTYPES:
+        raise DsocrError(f"--kv-dtype {value}: use {' or '.join(KV_DTYPES)}")
+    return value
+
+
+KvDtypeOpt = Annotated[str, typer.Option(
+    "--kv-dtype", metavar=choices(KV_DTYPES), callback=_kv_dtype,
+    help="KV cache: auto (the model's dtype) or fp8 (half the memory and of the bytes decode reads; "
+         "output close to, no longer token for token, the exact path's).")]
+
+
 def warn(message: str) -> None:
     stderr.print(f"dsocr: {message}", markup=False)
 

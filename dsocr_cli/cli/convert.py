@@ -25,7 +25,7 @@ from ..prompts import load_prompt
 from ..requests import Runner
 from ..shard import parse_shard
 from ..writers import folder_for_several, is_done, is_folder, plan_outputs, remove_temporaries
-from .common import PromptFileOpt, choices, mode_of, resolve_prompt, stderr, warn
+from .common import KvDtypeOpt, PromptFileOpt, choices, mode_of, resolve_prompt, stderr, warn
 from .options import GUARDED, ModelChoice, model_options
 
 
@@ -76,6 +76,7 @@ def convert(
     compile: Annotated[bool, typer.Option(
         "--compile", help="Compile the decode step (torch.compile): 30-50 s more to start, then faster steps "
                           "(README, Speed). Worth it for long runs.")] = False,
+    kv_dtype: KvDtypeOpt = "auto",
     ray: Annotated[Optional[str], typer.Option(
         "--ray", metavar="[ADDRESS]", help="Run on a Ray cluster (needs the ray extra: pip install 'dsocr\\[ray]'): ADDRESS as ray.init "
                                           "takes it (auto, ray://host:10001); bare --ray starts or joins a local Ray.")] = None,
@@ -135,7 +136,7 @@ def convert(
                                            _finished(skip_existing, retry_incomplete, manifest), part)
         if manifest is not None:
             _prepare_folder(manifest, jobs, reports, retry_incomplete)
-        runner = _runner(choice, batch, gpus, ray, compile) if jobs else None
+        runner = _runner(choice, batch, gpus, ray, compile, kv_dtype) if jobs else None
     for report in reports:
         _record(manifest, remote, report)
         _tell(report, quiet, choice.verbose)
@@ -187,7 +188,8 @@ def _run_jobs(jobs: list[pipeline.Job], runner: Runner | None, options: pipeline
     return done
 
 
-def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool) -> Runner:
+def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str | None, compile: bool,
+            kv_dtype: str) -> Runner:
     """The engine: one on `device`, one per GPU (--gpus) in worker processes, a Ray actor pool, or a server's."""
     settings = choice.settings
     if choice.server:
@@ -198,14 +200,15 @@ def _runner(choice: ModelChoice, batch: int | None, gpus: str | None, ray: str |
     from ..runner import load_runner, open_model, preprocess_workers
 
     if gpus is None and ray is None:
-        return load_runner(choice.model, choice.device, choice.dtype, max_batch=batch, compile=compile, **settings)
+        return load_runner(choice.model, choice.device, choice.dtype, max_batch=batch, compile=compile,
+                           kv_dtype=kv_dtype, **settings)
     devices = engine_devices(gpus) if gpus is not None else None  # a typo fails before any download
     load = partial(open_model, checkpoint.resolve(choice.model), dtype=choice.dtype)  # resolved (downloaded) once, here
     if ray is not None:
         from ..ray_pipeline import RayRunner
-        return RayRunner(ray, EngineSpec(load, settings, batch, compile=compile))
+        return RayRunner(ray, EngineSpec(load, settings, batch, compile=compile, kv_dtype=kv_dtype))
     return MultiRunner(devices, EngineSpec(load, settings, batch, preprocess_workers(devices[0], len(devices)),
-                                           compile=compile))
+                                           compile=compile, kv_dtype=kv_dtype))
 
 
 def _served_model(server: str) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import DsocrError
-from .common import (DEFAULTS, DeviceOpt, DtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
+from .common import (DEFAULTS, DeviceOpt, DtypeOpt, KvDtypeOpt, MaxTokensOpt, ModelOpt, ModeName, ModeOpt, NgramOpt,
                      NgramWindowOpt, mode_of, warn)
 
 def serve(
@@ -26,6 +26,7 @@ def serve(
     ngram_window: NgramWindowOpt = DEFAULTS.ngram_window,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Most pages decoded at once (default: as many as GPU memory holds).")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="Compile the decode step (torch.compile): slower start, faster steps.")] = False,
+    kv_dtype: KvDtypeOpt = "auto",
     logprobs: Annotated[bool, typer.Option("--logprobs", help="Compute token log-probabilities (for clients that ask, e.g. ocr --json --logprobs).")] = False,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body, MiB.")] = 64,
     max_pixels_mp: Annotated[float, typer.Option("--max-pixels-mp", min=0.01, help="Largest image or rendered page, megapixels.")] = 40,
@@ -53,7 +54,7 @@ def serve(
     if allow_files is not None and not allow_files.is_dir():
         raise DsocrError(f"--allow-files {allow_files}: not a folder")
     listener = _listen(host, port)
-    engine, tokenizer, name = open_engine(model, random_weights, device, dtype, batch, compile, logprobs,
+    engine, tokenizer, name = open_engine(model, random_weights, device, dtype, batch, compile, logprobs, kv_dtype,
                                           max_new_tokens=max_new_tokens, ngram_size=ngram_size,
                                           ngram_window=ngram_window, ignore_eos=ignore_eos)
     scheduler = Scheduler(engine, max_queue)

@@ -12,7 +12,8 @@ computes while the host handles rows: a row that finished has one step too many 
 which is dropped, and pages are handed out a step ahead. Greedy output equals the plain path
 (generate.py) token for token in fp32 (tested); the repetition guard and loop detector run on the
 device (guard.py), each row under its own page's guard, so a retried page joins the live run.
-With compile=True the step is built by torch.compile first (slower start, faster steps).
+With compile=True the step is built by torch.compile first (slower start, faster steps); with
+kv_dtype="fp8" the KV cache holds fp8 (paged_kv.py): half the bytes read, output no longer exact.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from ..requests import (GenerationSettings, OcrRequest, OcrResult, TokenCallback
 from ..tokenizer import Tokenizer
 from .feeder import Feeder, Prepared, close_pool, worker_pool
 from .guard import advance, ban_repeated_ngrams, guard_shape
-from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, pages_for
+from .paged_kv import PAGE, DecodeKV, PagePool, PrefillKV, decode_backend_for, kv_dtype_for, pages_for
 from .vision import VisionEncoder, VisionJob
 
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
@@ -137,7 +138,7 @@ class Engine:
 
     def __init__(self, model: DeepseekOCR, tokenizer: Tokenizer, settings: GenerationSettings, *,
                  max_batch: int | None = None, logprobs: bool = False, graphs: bool | None = None,
-                 kv_bytes: int | None = None, workers: int = 0, compile: bool = False):
+                 kv_bytes: int | None = None, workers: int = 0, compile: bool = False, kv_dtype: str = "auto"):
         self.model, self.tokenizer, self.settings, self.logprobs = model, tokenizer, settings, logprobs
         self.live = settings      # what the state, the captured steps and the running pages follow
         self.device = model.lm_head.weight.device
@@ -156,7 +157,7 @@ class Engine:
             # Flash attention needs no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
         dec = model.config.decoder
-        dtype = model.lm_head.weight.dtype
+        dtype = kv_dtype_for(kv_dtype, model.lm_head.weight.dtype)
         page_bytes = PagePool.bytes_per_page(dec.num_hidden_layers, dec.num_attention_heads, dec.head_dim, dtype)
         self.table_width = pages_for(MAX_PROMPT + settings.max_new_tokens)
         num_pages = max(2, (kv_bytes or self._kv_budget(page_bytes)) // page_bytes)

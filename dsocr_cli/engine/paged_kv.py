@@ -2,7 +2,10 @@
 
 The cache is a pool of fixed-size pages ([pages, PAGE, heads, head_dim] per layer for K and V);
 each sequence owns a list of pages (its block table), so memory is taken as sequences grow and
-given back as they finish. Page 0 is scratch: padded batch rows write there.
+given back as they finish. Page 0 is scratch: padded batch rows write there. The pages hold the
+model's dtype, or fp8 (e4m3, `--kv-dtype fp8`): half the bytes, which is what a large batch's decode
+attention spends its time reading; values are cast on write (saturating at +-448, 3 mantissa bits)
+and widened again as attention reads them.
 
 - PrefillKV: several prompts packed into one pass, each starting at position 0; attention is
   causal inside each prompt and never reads the cache; K/V are written to the prompt's pages.
@@ -14,10 +17,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import DsocrError
 from ..model.eager import eager_under_compile
 from .triton_decode import paged_decode_attention, store_kv, triton_available
 
 PAGE = 64  # tokens per page
+KV_DTYPES = {"auto": None, "fp8": torch.float8_e4m3fn}  # --kv-dtype: None keeps the model's
+FP8_MAX = 448.0  # the largest finite e4m3 value: larger ones saturate instead of turning NaN
+
+
+def kv_dtype_for(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The cache's element type for --kv-dtype `name` under a model of `dtype`."""
+    if name not in KV_DTYPES:
+        raise DsocrError(f"--kv-dtype {name}: use {' or '.join(KV_DTYPES)}")
+    return KV_DTYPES[name] or dtype
 
 
 def pages_for(tokens: int) -> int:
@@ -32,6 +45,7 @@ class PagePool:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.num_pages = num_pages
+        self.fp8 = dtype == torch.float8_e4m3fn
         self._free = list(range(num_pages - 1, 0, -1))  # page 0 stays scratch
 
     @staticmethod
@@ -53,11 +67,16 @@ class PagePool:
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store K/V rows (N x heads x D) at flat slot indices page * PAGE + offset."""
         if k.is_cuda and triton_available() and k.stride(-1) == 1 and v.stride(-1) == 1:
-            store_kv(self.k[layer], self.v[layer], slots, k, v)
+            store_kv(self.k[layer], self.v[layer], slots, k, v, FP8_MAX if self.fp8 else 0.0)
             return
         heads, dim = k.shape[-2:]
-        self.k[layer].view(-1, heads, dim)[slots] = k
-        self.v[layer].view(-1, heads, dim)[slots] = v
+        self.k[layer].view(-1, heads, dim)[slots] = self._stored(k)
+        self.v[layer].view(-1, heads, dim)[slots] = self._stored(v)
+
+    def _stored(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp8:
+            x = x.clamp(-FP8_MAX, FP8_MAX)
+        return x.to(self.k.dtype)
 
 
 class PrefillKV:
@@ -102,8 +121,8 @@ class DecodeKV:
         n_pages = pages_for(int(self.lengths.max()))
         table = self.block_tables[:, :n_pages].long()
         b, heads, _, dim = q.shape
-        keys = self.pool.k[layer][table].reshape(b, n_pages * PAGE, heads, dim).transpose(1, 2)
-        values = self.pool.v[layer][table].reshape(b, n_pages * PAGE, heads, dim).transpose(1, 2)
+        keys = self.pool.k[layer][table].to(q.dtype).reshape(b, n_pages * PAGE, heads, dim).transpose(1, 2)
+        values = self.pool.v[layer][table].to(q.dtype).reshape(b, n_pages * PAGE, heads, dim).transpose(1, 2)
         visible = (torch.arange(n_pages * PAGE, device=q.device)[None, :] < self.lengths[:, None])[:, None, :, None]
         values = values.masked_fill(~visible, 0)  # stale slots of reused pages stay out of the sum
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible.transpose(2, 3))

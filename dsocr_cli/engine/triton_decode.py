@@ -67,13 +67,13 @@ if triton is not None:
             valid = tokens < length
             page = tl.load(tables_ptr + b * stride_tb + tokens // PAGE, mask=valid, other=0).to(tl.int64)
             offsets = page[:, None] * stride_kp + (tokens % PAGE)[:, None] * stride_kt + h * stride_kh + dims[None, :]
-            k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0)
+            k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)  # fp8 pages widen here
             scores = dot(q16, tl.trans(k), IEEE) * SCALE
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=1))
             weights = tl.exp(scores - m_new[:, None])
             alpha = tl.exp(m - m_new)
-            v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0)
+            v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)
             acc = acc * alpha[:, None] + dot(weights.to(v.dtype), v, IEEE)
             total = total * alpha + tl.sum(weights, axis=1)
             m = m_new
@@ -106,14 +106,20 @@ if triton is not None:
 
     @triton.jit
     def _store_kv_kernel(k_ptr, v_ptr, k_pages_ptr, v_pages_ptr, slots_ptr, stride_kn, stride_kh,
-                         stride_vn, stride_vh, DIM: tl.constexpr):
+                         stride_vn, stride_vh, DIM: tl.constexpr, LIMIT: tl.constexpr):
+        """One token's head into its slot, cast to the pages' type (with LIMIT, clamped to +-LIMIT first)."""
         n = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
         heads = tl.num_programs(1)
         dims = tl.arange(0, DIM)
         dst = (tl.load(slots_ptr + n).to(tl.int64) * heads + h) * DIM + dims
-        tl.store(k_pages_ptr + dst, tl.load(k_ptr + n * stride_kn + h * stride_kh + dims))
-        tl.store(v_pages_ptr + dst, tl.load(v_ptr + n * stride_vn + h * stride_vh + dims))
+        k = tl.load(k_ptr + n * stride_kn + h * stride_kh + dims)
+        v = tl.load(v_ptr + n * stride_vn + h * stride_vh + dims)
+        if LIMIT:
+            k = tl.minimum(tl.maximum(k.to(tl.float32), -LIMIT), LIMIT)
+            v = tl.minimum(tl.maximum(v.to(tl.float32), -LIMIT), LIMIT)
+        tl.store(k_pages_ptr + dst, k.to(k_pages_ptr.dtype.element_ty))
+        tl.store(v_pages_ptr + dst, v.to(v_pages_ptr.dtype.element_ty))
 
 
 def paged_decode_attention(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
@@ -143,8 +149,9 @@ def paged_decode_attention(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torc
 
 
 def store_kv(k_pages: torch.Tensor, v_pages: torch.Tensor, slots: torch.Tensor, k: torch.Tensor,
-             v: torch.Tensor) -> None:
-    """k/v (N x heads x D, any strides) into flat slots page * PAGE + offset of k/v_pages, one kernel."""
+             v: torch.Tensor, limit: float = 0.0) -> None:
+    """k/v (N x heads x D, any strides) into flat slots page * PAGE + offset of k/v_pages, one kernel;
+    with `limit`, values are clamped to +-limit before the cast to the pages' type."""
     n, heads, dim = k.shape
     _store_kv_kernel[(n, heads)](k, v, k_pages, v_pages, slots, k.stride(0), k.stride(1), v.stride(0),
-                                 v.stride(1), DIM=dim)
+                                 v.stride(1), DIM=dim, LIMIT=limit)
