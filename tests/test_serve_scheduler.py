@@ -13,7 +13,7 @@ from dsocr_cli.engine.engine import Engine
 from dsocr_cli.preprocess import MODES
 from dsocr_cli.prompts import load_prompt
 from dsocr_cli.engine.plain import PlainRunner
-from dsocr_cli.requests import OcrRequest, OcrResult, settings_for
+from dsocr_cli.requests import OcrRequest, OcrResult, settings_for, stronger_guard
 from dsocr_cli.serve.bridge import guard_for
 from dsocr_cli.serve.scheduler import Scheduler
 from dsocr_cli.tokenizer import Tokenizer
@@ -58,6 +58,21 @@ def test_requests_of_two_guards_each_get_their_own_guard_s_output(parts):
         alone = PlainRunner(model, tokenizer, guard).run_one(request(i))
         assert (got[i].token_ids, got[i].finish_reason) == (alone.token_ids, alone.finish_reason)
     assert other != settings and scheduler.counters.pages == 4
+
+
+def test_a_retry_under_the_server_s_guard_joins_the_server_s_group(parts):
+    model, tokenizer, settings = parts
+    scheduler = Scheduler(Engine(model, tokenizer, settings, max_batch=4))
+    retry = stronger_guard(scheduler.base)
+    tickets = [scheduler.submit(request(i), retry if i % 2 else scheduler.base, lambda result: None) for i in range(4)]
+    assert [t.guard for t in tickets] == [scheduler.base] * 4 and [t.request.retry for t in tickets] == [False, True] * 2
+    results: queue.Queue = queue.Queue()
+    keys = {scheduler.submit(request(i), retry, results.put).request.key: i for i in range(2)}
+    got = {keys[r.key]: r for r in (results.get(timeout=120) for _ in range(2))}
+    scheduler.close(120)
+    for i in range(2):
+        alone = PlainRunner(model, tokenizer, retry).run_one(request(i))
+        assert (got[i].token_ids, got[i].finish_reason) == (alone.token_ids, alone.finish_reason)
 
 
 def test_a_cancelled_request_stops_at_its_next_token_and_frees_its_pages(parts):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from ..engine.engine import Engine, EngineStats
-from ..requests import PENDING, GenerationSettings, OcrRequest, OcrResult
+from ..requests import PENDING, GenerationSettings, OcrRequest, OcrResult, stronger_guard
 
 
 @dataclass
@@ -76,6 +76,10 @@ class Scheduler:
                 raise QueueFull("the server is shutting down")
             if self.queued() >= self.max_queue:
                 raise QueueFull(f"{self.max_queue} requests are waiting already; try again later")
+            if guard != self.base and guard == stronger_guard(self.base):
+                # a retry under the server's guard (what convert --server sends) runs as a retry row of
+                # the server's group: the engine gives each row its own guard, so it need not wait
+                request, guard = replace(request, retry=True), self.base
             ticket = Ticket(replace(request, key=next(self.ids)), guard, deliver, stream)
             self.queues.setdefault(guard, deque()).append(ticket)
             self.counters.submitted += 1
