@@ -1,18 +1,16 @@
 """`dsocr bench`: throughput of the engine (and of the plain path) on synthetic document pages.
 
-Pages are A4 at 144 dpi (1190 x 1684, so gundam cuts 2 x 3 tiles). Every page generates exactly
+Pages are synthetic.py's A4 pages, drawn by the engine's workers. Every page generates exactly
 `output_tokens` tokens (EOS ignored), or a length drawn from a distribution of real page outputs
 (`lengths`), so runs are comparable whatever the weights.
 """
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from functools import partial
 
 import torch
-from PIL import Image, ImageDraw
 
 from . import prompts
 from .checkpoint import DEFAULT_MODEL, V2_MODEL, ModelConfig, official_config
@@ -28,31 +26,8 @@ from .random_weights import random_model
 from .engine.plain import PlainRunner
 from .requests import PENDING, OcrRequest, settings_for
 from .runner import pick_device, pick_dtype, preprocess_workers, settle
+from .synthetic import synthetic_page
 from .tokenizer import Tokenizer
-
-A4 = (1190, 1684)
-WORDS = "the of model page table figure results data layout vision token text compression decoder".split()
-
-
-def synthetic_page(seed: int, size: tuple[int, int] = A4) -> Image.Image:
-    """A document-like page: a title, paragraphs of words, a ruled table and a grey figure."""
-    rng = random.Random(seed)
-    w, h = size
-    page = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(page)
-    draw.text((w // 10, h // 20), f"Synthetic page {seed}", fill="black", font_size=36)
-    y = h // 8
-    while y < h * 0.5:
-        draw.text((w // 10, y), " ".join(rng.choice(WORDS) for _ in range(12)), fill=(20, 20, 20), font_size=20)
-        y += 30
-    for r in range(6):
-        for c in range(4):
-            x0, y0 = w // 10 + c * 200, int(h * 0.55) + r * 36
-            draw.rectangle([x0, y0, x0 + 200, y0 + 36], outline="black")
-            draw.text((x0 + 8, y0 + 8), f"{rng.random() * 100:.1f}", fill="black", font_size=18)
-    draw.rectangle([w // 10, int(h * 0.8), int(w * 0.7), int(h * 0.95)], fill=(180, 180, 200), outline="black")
-    return page
-
 
 def _requests(n: int, mode: Mode, prompt: str, offset: int = 0):
     """Requests whose pages are drawn by the engine's workers (as PDF pages would be rendered)."""

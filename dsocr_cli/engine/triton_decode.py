@@ -115,7 +115,7 @@ if triton is not None:
         dst = (tl.load(slots_ptr + n).to(tl.int64) * heads + h) * DIM + dims
         k = tl.load(k_ptr + n * stride_kn + h * stride_kh + dims)
         v = tl.load(v_ptr + n * stride_vn + h * stride_vh + dims)
-        if LIMIT:
+        if LIMIT > 0:
             k = tl.minimum(tl.maximum(k.to(tl.float32), -LIMIT), LIMIT)
             v = tl.minimum(tl.maximum(v.to(tl.float32), -LIMIT), LIMIT)
         tl.store(k_pages_ptr + dst, k.to(k_pages_ptr.dtype.element_ty))

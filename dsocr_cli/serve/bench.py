@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from ..bench import synthetic_page
+from ..synthetic import synthetic_page
 from ..errors import DsocrError
 from ..preprocess import Mode
 from ..prompts import load_prompt
