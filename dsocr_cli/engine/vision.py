@@ -83,7 +83,10 @@ class VisionEncoder:
         self.captured: dict[tuple, _Captured] = {}
         self.met: set[tuple] = set()  # (shape, size) keys run once: captured when met again
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        # High priority: the GPU's scheduler starts vision blocks ahead of decode's queued ones, so
+        # new pages are encoded while the batch decodes instead of after (gundam on an H200, one
+        # call: 21.1 pages/s against 17.3 at the default priority)
+        self.stream = torch.cuda.Stream(self.device, priority=-1) if self.device.type == "cuda" else None
         self.capture_stream = torch.cuda.Stream(self.device) if self.use_graphs else None
 
     def start(self, images: list[ImageInput]) -> VisionJob:
