@@ -157,3 +157,37 @@ def test_an_engine_that_dies_gives_its_pages_to_the_others(tiny_checkpoint):
         assert sorted(r.key for r in again) == [6, 7]
     finally:
         runner.close()
+
+
+def test_requests_that_wait_for_their_results_get_a_dead_engine_s_pages_run_elsewhere(tiny_checkpoint):
+    """convert's live retries: the requests say PENDING until their results are in, so the pages of an
+    engine that dies holding some must be run again within the run, not in a later round that never
+    comes. The engine is killed once the pages are dealt, at the first PENDING."""
+    from dsocr_cli.bench import _requests
+    from dsocr_cli.engine.multi import MultiRunner
+    from dsocr_cli.engine.spec import EngineSpec
+    from dsocr_cli.preprocess import MODES
+    from dsocr_cli.requests import PENDING
+    from dsocr_cli.runner import open_model
+
+    done: list[int] = []
+
+    def waiting_requests():
+        yield from _requests(6, MODES["tiny"], "<image>\nFree OCR.")
+        runner.processes[1].kill()
+        for _ in range(600):  # each PENDING waits for a result (or half a second): a bound, should it hang
+            if len(done) == 6:
+                break
+            yield PENDING
+        assert len(done) == 6, "the dead engine's pages never came back"
+        yield from _requests(1, MODES["tiny"], "<image>\nFree OCR.", offset=6)
+
+    spec = EngineSpec(partial(open_model, str(tiny_checkpoint), dtype="fp32"), {"max_new_tokens": 4})
+    runner = MultiRunner(["cpu", "cpu"], spec)
+    try:
+        with pytest.warns(UserWarning, match="its pages go to the other engines"):
+            for result in runner.run(waiting_requests()):
+                done.append(result.key)
+        assert sorted(done) == list(range(7)) and runner.pages_done[0] > 4
+    finally:
+        runner.close()
