@@ -5,8 +5,8 @@ Pages stream: each request carries a PageRef that the engine's workers render, r
 out of order and are collected per document, and a document is rendered and written as soon as
 its last page is in. A page that stopped without EOS runs once more with a stronger repetition
 guard (requests.stronger_guard), beside the pages still running where the runner allows; if that
-fails too its partial text is kept and flagged. No page is
-ever dropped or renumbered: one that could not be read at all stays as a flagged empty page.
+fails too its partial text is kept and flagged. No page is ever dropped or renumbered: one that
+could not be read at all stays as a flagged empty page.
 """
 from __future__ import annotations
 
@@ -149,6 +149,3 @@ def _convert_part(jobs: list[Job], part: list[int], runner: Runner, settings: Ge
             yield write_document(jobs[j], [collected[j][n] for n in jobs[j].numbers], options,
                                  {n: readings[(j, n)] for n in jobs[j].numbers if (j, n) in readings},
                                  {n: crops[(j, n)] for n in jobs[j].numbers if (j, n) in crops})
-
-
-
