@@ -12,6 +12,7 @@ fails. Either way the run goes on, and workers exit when their parent does (life
 """
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 from collections import deque
@@ -73,7 +74,7 @@ def _start_worker(parent: int) -> None:
     spinning between copies) would take the cores the GPU process needs to launch kernels."""
     exit_with_parent(parent)
     torch.set_num_threads(1)
-    import pymupdf  # noqa: F401  (now, not with the worker's first PDF page: 0.35 s on a 2-core host)
+    importlib.import_module("pymupdf")  # now, not with the worker's first PDF page (0.35 s on a 2-core host)
 
 
 def worker_pool(workers: int) -> ProcessPool | None:
