@@ -5,8 +5,9 @@ inside each, and stitches the tiles back. In torch that is the norm, a pad, a pe
 a permuting copy out, a crop and the add: six passes over the block's activations, for 8 of SAM's
 12 blocks. Here the norm writes straight into the window layout (zeros where the padding is) and
 the add reads straight from it: two passes. (With the residual stream made contiguous, sam.py,
-one 1024 view's vision pass went from 4.92 to 3.66 ms on an H200; the two were measured together.) The torch versions beside them are the reference and what runs on the CPU: the norm
-is torch's arithmetic (fp32, cast once), the add is exact.
+one 1024 view's vision pass went from 4.92 to 3.66 ms on an H200; the two were measured together.)
+The torch versions beside them are the reference and what runs on the CPU: the norm is torch's
+arithmetic (fp32, cast once), the add is exact.
 """
 from __future__ import annotations
 
