@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from .errors import DsocrError
 
 if TYPE_CHECKING:  # numpy and torch load where pixels are made: the CLI starts without them
+    import numpy as np
     import torch
 
 PATCH = 16          # SAM patch size
@@ -158,12 +159,18 @@ def orient(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
-def pixels(image: Image.Image) -> torch.Tensor:
-    """RGB image -> 3 x H x W uint8 (normalised later, where the model runs: 4x less to move)."""
+def pixel_array(image: Image.Image) -> np.ndarray:
+    """RGB image -> 3 x H x W uint8 array (normalised later, where the model runs: 4x less to move)."""
     import numpy as np
+
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def pixels(image: Image.Image) -> torch.Tensor:
+    """RGB image -> 3 x H x W uint8 tensor."""
     import torch
 
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(pixel_array(image))
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -180,7 +187,17 @@ class ImageInput:
     token_count: int
 
 
-def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
+@dataclass
+class ViewArrays:
+    """ImageInput as numpy arrays: what preprocessing workers make, without torch (their start is
+    the first page's wait: importing torch took most of it)."""
+    global_view: np.ndarray        # 3 x S x S uint8
+    tiles: np.ndarray | None       # n x 3 x t x t uint8
+    grid: tuple[int, int]
+    token_count: int
+
+
+def prepare_arrays(image: Image.Image, mode: Mode) -> ViewArrays:
     """RGB image -> global view (+ tiles) pixels for `mode`."""
     width, height = image.size
     grid = mode_grid(mode, width, height)
@@ -191,11 +208,23 @@ def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
         view = pad_square(image, side)
     tiles = None
     if grid != (1, 1):
-        import torch
+        import numpy as np
 
         w_t, h_t = grid
         t = mode.image_size
         resized = image.resize((t * w_t, t * h_t), Image.Resampling.BICUBIC)
-        tiles = torch.stack([pixels(resized.crop((c * t, r * t, (c + 1) * t, (r + 1) * t)))
-                             for r in range(h_t) for c in range(w_t)])
-    return ImageInput(pixels(view), tiles, grid, vision_token_count(mode, width, height))
+        tiles = np.stack([pixel_array(resized.crop((c * t, r * t, (c + 1) * t, (r + 1) * t)))
+                          for r in range(h_t) for c in range(w_t)])
+    return ViewArrays(pixel_array(view), tiles, grid, vision_token_count(mode, width, height))
+
+
+def image_input(arrays: ViewArrays) -> ImageInput:
+    import torch
+
+    tiles = torch.from_numpy(arrays.tiles) if arrays.tiles is not None else None
+    return ImageInput(torch.from_numpy(arrays.global_view), tiles, arrays.grid, arrays.token_count)
+
+
+def prepare_image(image: Image.Image, mode: Mode) -> ImageInput:
+    """RGB image -> global view (+ tiles) pixels for `mode`, as tensors."""
+    return image_input(prepare_arrays(image, mode))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dsocr_cli.engine.feeder import Feeder, close_pool, worker_pool
-from dsocr_cli.preprocess import MODES
+from dsocr_cli.preprocess import MODES, prepare_image
 from dsocr_cli.requests import OcrRequest
 from dsocr_cli.tokenizer import Tokenizer
 
@@ -20,8 +21,8 @@ class Page:
     """A page made in the worker: `kill` kills the worker (once when `once` names a marker file
     that is not there yet, else always), `hang` sleeps far past any limit."""
 
-    def __init__(self, fault: str | None = None, once: Path | None = None):
-        self.fault, self.once = fault, once
+    def __init__(self, fault: str | None = None, once: Path | None = None, size: tuple[int, int] = (64, 48)):
+        self.fault, self.once, self.size = fault, once, size
 
     def __call__(self) -> Image.Image:
         if self.fault == "kill" and (self.once is None or not self.once.exists()):
@@ -30,20 +31,40 @@ class Page:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.fault == "hang":
             time.sleep(600)
-        return Image.new("RGB", (64, 48), "white")
+        image = Image.new("RGB", self.size, "white")
+        image.paste((200, 30, 90), (5, 7, self.size[0] // 2, self.size[1] // 3))
+        return image
 
 
-def prepare(pages: list[Page], timeout: float = 120.0):
+def prepare(pages: list[Page], timeout: float = 120.0, mode: str = "tiny", then=None):
+    """The pages prepared by two workers; with `then`, also what it returns when run in a worker after."""
     pool = worker_pool(2)
     try:
-        requests = [OcrRequest(page, "<image>\nFree OCR.", MODES["tiny"], key=i) for i, page in enumerate(pages)]
+        requests = [OcrRequest(page, "<image>\nFree OCR.", MODES[mode], key=i) for i, page in enumerate(pages)]
         feeder = Feeder(requests, Tokenizer.bundled(), pool, timeout=timeout)
         out = []
         while not feeder.done:
             out += feeder.take(8, wait=True)
-        return out
+        return out if then is None else (out, pool.schedule(then).result())
     finally:
         close_pool(pool)
+
+
+def heavy_modules_loaded() -> list[str]:
+    return sorted(name for name in ("torch", "triton", "rdkit") if name in sys.modules)
+
+
+def test_workers_prepare_pages_without_importing_torch():
+    """A worker's start is what a run's first page waits for: torch's import was most of it. (This
+    module is imported by the workers too, to unpickle the pages: it imports torch only here.)"""
+    import torch
+
+    out, loaded = prepare([Page(size=(1500, 2000))], mode="gundam", then=heavy_modules_loaded)
+    assert loaded == []
+    image = out[0].image
+    assert image.global_view.dtype == torch.uint8 and tuple(image.global_view.shape) == (3, 1024, 1024)
+    assert tuple(image.tiles.shape) == (6, 3, 640, 640) and image.grid == (2, 3)
+    assert torch.equal(image.tiles, prepare_image(Page(size=(1500, 2000))(), MODES["gundam"]).tiles)
 
 
 def test_a_worker_killed_once_costs_nothing_and_one_always_killed_fails_its_page_alone(tmp_path):

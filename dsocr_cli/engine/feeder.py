@@ -3,7 +3,9 @@
 Rendering a PDF page, resizing, padding and cutting tiles cost tens of milliseconds a page; done in
 the GPU process they would starve it. A request's image may be a picklable callable that produces
 the page (a PDF page reference, a synthetic page), so even rendering happens in the workers.
-Workers return uint8 arrays (4x smaller than floats); normalisation happens on the device.
+Workers return uint8 arrays (4x smaller than floats); normalisation happens on the device. This
+module (what a spawned worker imports to run `_views`) imports no torch: a worker's start is what
+the first page of a run waits for, and importing torch was most of it.
 
 The workers are watched (pebble's ProcessPool): a worker that dies (the OOM killer, a crash in
 MuPDF) fails only the page it held, which is prepared once more in a fresh worker before it fails
@@ -20,10 +22,9 @@ from concurrent.futures import TimeoutError as PageTimeout  # the builtin Timeou
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
-import torch
 from pebble import ProcessExpired, ProcessPool
 
-from ..preprocess import ImageInput, prepare_image
+from ..preprocess import ImageInput, image_input, prepare_arrays
 from ..prompts import PromptIds, build_prompt_ids
 from ..requests import PENDING, OcrRequest, page_image
 from ..tokenizer import Tokenizer
@@ -43,22 +44,20 @@ def _views(request: OcrRequest):
     """Worker side: numpy views (pickle cheaply) or an error message."""
     try:
         page = page_image(request)
-        prepared = prepare_image(page, request.mode)
+        arrays = prepare_arrays(page, request.mode)
     except Exception as exc:  # a page that cannot be prepared fails alone, with its reason
         return f"{type(exc).__name__}: {exc}"
-    tiles = prepared.tiles.numpy() if prepared.tiles is not None else None
-    return prepared.global_view.numpy(), tiles, prepared.grid, prepared.token_count, page.size
+    return arrays, page.size
 
 
 def _assemble(request: OcrRequest, views, tokenizer: Tokenizer) -> Prepared:
     request = replace(request, image=None)  # the page is not kept while it waits: memory stays flat
     if isinstance(views, str):
         return Prepared(request, None, None, views)
-    global_view, tiles, grid, count, size = views
-    image = ImageInput(torch.from_numpy(global_view), torch.from_numpy(tiles) if tiles is not None else None,
-                       grid, count)
+    arrays, size = views
+    image = image_input(arrays)
     try:
-        prompt = build_prompt_ids(tokenizer, request.prompt, count)
+        prompt = build_prompt_ids(tokenizer, request.prompt, arrays.token_count)
     except Exception as exc:
         return Prepared(request, None, None, str(exc), size)
     return Prepared(request, image, prompt, page_size=size)
@@ -70,10 +69,7 @@ ATTEMPTS = 2            # a page whose worker dies is prepared this many times b
 
 
 def _start_worker(parent: int) -> None:
-    """A worker prepares one page at a time: torch's default thread team per worker (a thread per core,
-    spinning between copies) would take the cores the GPU process needs to launch kernels."""
     exit_with_parent(parent)
-    torch.set_num_threads(1)
     importlib.import_module("pymupdf")  # now, not with the worker's first PDF page (0.35 s on a 2-core host)
 
 
