@@ -1,4 +1,5 @@
-"""The decoder's fused kernels (model/fused.py) against their torch versions. GPU only: on the CPU
+"""The fused kernels of the decoder (model/fused.py) and of the vision towers (model/vision_fused.py,
+SAM's patch embedding) against their torch versions. GPU only: on the CPU
 the torch versions are what runs. fp32 agrees to rounding; bf16 rounds where torch rounds, so the
 residual sum and the sort are exact, and the rest at most one bf16 step apart (exp and rsqrt are
 the GPU's fast ones, sums run in another order, and Triton may fold a product's rounding to bf16
@@ -8,7 +9,7 @@ import torch
 
 from dsocr_cli.checkpoint import load_model
 from dsocr_cli.engine.plain import PlainRunner
-from dsocr_cli.model import fused
+from dsocr_cli.model import fused, vision_fused
 from dsocr_cli.model.decoder import rope_cos_sin
 from dsocr_cli.requests import settings_for
 from dsocr_cli.tokenizer import Tokenizer
@@ -33,6 +34,49 @@ def assert_close(fast: torch.Tensor, slow: torch.Tensor, exact: bool = False, sh
     apart = (fast.float() - slow.float()).abs()
     assert (apart <= step * 1.01).all()
     assert (apart > 0).float().mean().item() <= share
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 64, 64, 768), (3, 257, 1024), (5, 48)])
+def test_layer_norm_with_and_without_the_residual(dtype, shape):
+    torch.manual_seed(1)
+    x, r = torch.randn(shape, device="cuda", dtype=dtype), torch.randn(shape, device="cuda", dtype=dtype) * 3
+    w, b = (torch.rand(shape[-1], device="cuda") + 0.5).to(dtype), torch.randn(shape[-1], device="cuda").to(dtype)
+    assert_close(vision_fused.layer_norm(x, w, b, 1e-6), vision_fused.layer_norm_reference(x, w, b, 1e-6), terms=1.0)
+    got, ref = vision_fused.layer_norm(x, w, b, 1e-5, r), vision_fused.layer_norm_reference(x, w, b, 1e-5, r)
+    assert_close(got[1], ref[1], exact=True)
+    assert_close(got[0], ref[0], terms=1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 257, 4096), (3, 1001)])
+def test_quick_gelu(dtype, shape):
+    torch.manual_seed(2)
+    x = torch.randn(shape, device="cuda", dtype=dtype) * 4
+    assert_close(vision_fused.quick_gelu(x), vision_fused.quick_gelu_reference(x), terms=1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("side", [1024, 640, 100])
+def test_the_patch_embedding_as_one_gemm_equals_the_convolution(dtype, side):
+    from dsocr_cli.model.sam import PatchEmbed
+    torch.manual_seed(side)
+    embed = PatchEmbed(16, 96).to("cuda", dtype)
+    with torch.no_grad():
+        embed.proj.weight.copy_(torch.randn_like(embed.proj.weight) / 28)
+        embed.proj.bias.copy_(torch.randn_like(embed.proj.bias))
+    x = torch.rand(2, 3, side, side, device="cuda", dtype=dtype) * 2 - 1
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # the fp32 convolution exact, as load_model sets it for fp32
+    try:
+        with torch.inference_mode():
+            got = embed(x)
+            with fused.use_kernels(False):
+                ref = embed(x)
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+    assert got.shape == ref.shape == (2, side // 16, side // 16, 96) and got.is_contiguous()
+    assert ((got.double() - ref.double()).norm() / ref.double().norm()).item() < (1e-6 if dtype == torch.float32 else 5e-3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

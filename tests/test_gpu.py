@@ -141,7 +141,8 @@ def test_bias_terms_read_from_one_product_equal_the_einsums(dtype, b, h, w, head
 
 
 def test_the_vision_encoder_reads_the_same_with_kernels_and_without(tiny_checkpoint):
-    """SAM's windows, bias terms and attention kernels against the CPU path's torch forms, fp32."""
+    """SAM's windows, bias terms, attention, norms and patch GEMM, and CLIP's norms and activation,
+    against the CPU path's torch forms, fp32."""
     from dsocr_cli.model import fused
     model = load_model(tiny_checkpoint, torch.device("cuda"), torch.float32)
     pixels = torch.rand(3, 3, 1024, 1024, device="cuda") * 2 - 1

@@ -11,6 +11,7 @@ from torch import nn
 
 from .blank import Conv2d, Linear, embedding
 from .config import ClipConfig
+from .vision_fused import LayerNorm, quick_gelu
 
 
 def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:
@@ -61,21 +62,20 @@ class ClipMLP(nn.Module):
         self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(x)
-        return self.fc2(x * torch.sigmoid(1.702 * x))  # quick-GELU
+        return self.fc2(quick_gelu(self.fc1(x)))
 
 
 class ClipLayer(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_dim: int):
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.layer_norm1 = LayerNorm(dim, eps=1e-5)
         self.self_attn = ClipAttention(dim, heads)
-        self.layer_norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.layer_norm2 = LayerNorm(dim, eps=1e-5)
         self.mlp = ClipMLP(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp(self.layer_norm2(x))
+        normed, x = self.layer_norm2(self.self_attn(self.layer_norm1(x)), residual=x)
+        return x + self.mlp(normed)
 
 
 class ClipTransformer(nn.Module):
@@ -94,7 +94,7 @@ class ClipEncoder(nn.Module):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
         self.embeddings = ClipEmbeddings(cfg)
-        self.pre_layrnorm = nn.LayerNorm(cfg.width, eps=1e-5)  # sic: the checkpoint's spelling
+        self.pre_layrnorm = LayerNorm(cfg.width, eps=1e-5)  # sic: the checkpoint's spelling
         self.transformer = ClipTransformer(cfg)
 
     def forward(self, sam_features: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ output is B x N x heads x D, which the projection reads with no transpose.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .fused import _kernels_for
 
@@ -42,6 +43,10 @@ def bias_terms(q: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) ->
     of P, starting h - 1 - row_i along; so stepping a query row down moves one place less."""
     b, h, w, heads, dim = q.shape
     tables = torch.cat([table_h.flip(0), table_w.flip(0)])
+    # zero columns up to a multiple of 8: P's rows start 16-byte aligned, which cuBLAS's fast kernels
+    # need (at 2h - 1 + 2w - 1 = 254 columns it ran a kernel for 2-element alignment); the views never
+    # read them
+    tables = F.pad(tables, (0, 0, 0, -tables.shape[0] % 8))
     width, tokens = tables.shape[0], b * h * w
     rows = q.permute(3, 0, 1, 2, 4).reshape(heads, tokens, dim)  # a view: heads apart by D, tokens by the row
     product = torch.bmm(rows, tables.t().expand(heads, dim, width))  # heads x tokens x width

@@ -13,7 +13,9 @@ from torch import nn
 
 from .blank import Conv2d, Linear
 from .config import SamConfig
+from .fused import _kernels_for
 from .rel_attention import bias_terms, fused_available, rel_attention
+from .vision_fused import LayerNorm
 from .windows import add_from_windows, norm_into_windows
 
 
@@ -134,9 +136,9 @@ class SamBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_dim: int, window: int, grid: int):
         super().__init__()
         self.window = window
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = LayerNorm(dim, eps=1e-6)
         self.attn = RelPosAttention(dim, heads, rel_size=window or grid)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = LayerNorm(dim, eps=1e-6)
         self.mlp = SamMLP(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,20 +146,32 @@ class SamBlock(nn.Module):
             norm = self.norm1
             windows = norm_into_windows(x, norm.weight, norm.bias, norm.eps, self.window)
             x = add_from_windows(x, self.attn(windows), self.window)
+            normed = self.norm2(x)
         else:
-            x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+            normed, x = self.norm2(self.attn(self.norm1(x)), residual=x)
+        return x + self.mlp(normed)
 
 
 class PatchEmbed(nn.Module):
+    """Non-overlapping patch x patch convolution -> B x H/patch x W/patch x C, contiguous (as a
+    permuted view, every add after it kept the conv's layout, so each block's norms, adds and
+    window cuts ran as strided copies: a quarter of SAM's time)."""
+
     def __init__(self, patch: int, dim: int):
         super().__init__()
+        self.patch = patch
         self.proj = Conv2d(3, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # B x H x W x C, contiguous: as a permuted view every add after it kept the conv's layout, so
-        # each block's norms, adds and window cuts ran as strided copies (a quarter of SAM's time)
-        return self.proj(x).permute(0, 2, 3, 1).contiguous()
+        if not _kernels_for(x):
+            return self.proj(x).permute(0, 2, 3, 1).contiguous()
+        # On CUDA the same sums as one GEMM over the cut-out patches: for this stride-16 convolution
+        # cuDNN ran an implicit-GEMM kernel at a twentieth of the GPU's speed (H200: 0.26 ms of a
+        # 1024 view's 3.6, against 0.01 as a GEMM)
+        b, c, height, width = x.shape
+        p, h, w = self.patch, height // self.patch, width // self.patch
+        patches = x[:, :, :h * p, :w * p].reshape(b, c, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(b * h * w, c * p * p)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias).view(b, h, w, -1)
 
 
 class SamEncoder(nn.Module):
