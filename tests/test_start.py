@@ -121,3 +121,19 @@ def test_an_unknown_command_suggests_the_nearest(dsocr):
 def test_info_imports_nothing_heavy(args):
     code, heavy, err = imported_by(*args)
     assert code == 0 and not heavy, (heavy, err)
+
+
+def test_a_package_without_bytecode_is_named_with_its_folder(tmp_path, monkeypatch):
+    """What `dsocr info` checks torch for: without bytecode every call compiles it first."""
+    import py_compile
+
+    from dsocr_cli.bytecode import missing_bytecode
+    package = tmp_path / "uncompiled_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("value = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    assert missing_bytecode("uncompiled_pkg") == str(package)
+    py_compile.compile(str(package / "__init__.py"))  # where Python looks for it
+    assert missing_bytecode("uncompiled_pkg") is None
+    assert missing_bytecode("no_such_package_anywhere") is None

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..bytecode import missing_bytecode
 from ..checkpoint import build_empty, official_shapes, resolve_config
 from ..gpu_name import gpu_name
 from ..model.sizes import parameter_counts
@@ -50,6 +51,10 @@ def info(
         "gundam_tiles_a4_page": list(mode_grid(modes["gundam"], *page)),
         "device": gpu_name() or "cpu (no CUDA device found)",
     }
+    uncompiled = missing_bytecode("torch")
+    if uncompiled:
+        facts["start_up"] = (f"torch has no compiled bytecode: every call compiles it first (seconds); "
+                             f"python3 -m compileall -q {uncompiled}")
     if as_json:
         print_json(facts)
         return
