@@ -166,13 +166,6 @@ def pixel_array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def pixels(image: Image.Image) -> torch.Tensor:
-    """RGB image -> 3 x H x W uint8 tensor."""
-    import torch
-
-    return torch.from_numpy(pixel_array(image))
-
-
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float32 in [-1, 1]: x / 255, then (x - 0.5) / 0.5, as the official transform."""
     return (pixels.float().div(255) - 0.5) / 0.5

@@ -18,7 +18,7 @@ import v2_reference as ref
 from dsocr_cli.checkpoint import load_model, load_tokenizer
 from dsocr_cli.generate import GenerationSettings, generate, vision_embeddings
 from dsocr_cli.model.kv_cache import ContiguousKV
-from dsocr_cli.preprocess import PAD_COLOUR, V2_MODES, normalize, pad_square, pixels, prepare_image
+from dsocr_cli.preprocess import PAD_COLOUR, V2_MODES, normalize, pad_square, pixel_array, prepare_image
 from dsocr_cli.prompts import build_prompt_ids
 
 MODE = V2_MODES["gundam"]
@@ -95,7 +95,7 @@ def test_v2_matches_transformers(reference, name):
     assert list(theirs["num_local_patches"]) == [k]
     assert prepared.token_count == 257 + 144 * k == sum(i == 128815 for i in prompt.ids)
     their_global = torch.from_numpy(np.asarray(theirs["pixel_values"][0]))
-    assert torch.allclose(their_global, normalize(pixels(floor_padded(image))), atol=1e-6)
+    assert torch.allclose(their_global, normalize(torch.from_numpy(pixel_array(floor_padded(image)))), atol=1e-6)
     if k:
         their_tiles = torch.from_numpy(np.stack([np.asarray(t) for t in theirs["pixel_values_local"]]))
         assert torch.allclose(their_tiles, normalize(prepared.tiles), atol=1e-6)
