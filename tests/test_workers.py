@@ -36,9 +36,9 @@ class Page:
         return image
 
 
-def prepare(pages: list[Page], timeout: float = 120.0, mode: str = "tiny", then=None):
-    """The pages prepared by two workers; with `then`, also what it returns when run in a worker after."""
-    pool = worker_pool(2)
+def prepare(pages: list[Page], timeout: float = 120.0, mode: str = "tiny", then=None, workers: int = 2):
+    """The pages prepared by the workers; with `then`, also what it returns when run in a worker after."""
+    pool = worker_pool(workers)
     try:
         requests = [OcrRequest(page, "<image>\nFree OCR.", MODES[mode], key=i) for i, page in enumerate(pages)]
         feeder = Feeder(requests, Tokenizer.bundled(), pool, timeout=timeout)
@@ -59,7 +59,8 @@ def test_workers_prepare_pages_without_importing_torch():
     module is imported by the workers too, to unpickle the pages: it imports torch only here.)"""
     import torch
 
-    out, loaded = prepare([Page(size=(1500, 2000))], mode="gundam", then=heavy_modules_loaded)
+    out, loaded = prepare([Page(size=(1500, 2000))], mode="gundam", then=heavy_modules_loaded,
+                          workers=1)  # one worker: the check runs where the page was prepared
     assert loaded == []
     image = out[0].image
     assert image.global_view.dtype == torch.uint8 and tuple(image.global_view.shape) == (3, 1024, 1024)
